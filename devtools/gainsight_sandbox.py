@@ -1,0 +1,462 @@
+"""A local Gainsight CS sandbox: a real HTTP server on 127.0.0.1 that follows
+../shared/docs/gainsight-api.md, holds people, companies and events in memory, counts every
+call, and can be told to misbehave (latency, 429, 5xx, timeouts, dropped connections, quota).
+
+A development tool: it is never deployed. Run it alone with `python -m devtools.gainsight_sandbox`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+PERSON_FIELDS = {
+    "Email", "Name", "FirstName", "LastName", "MiddleName", "LinkedinUrl", "Location", "ExternalRecordID__gc",
+    "EmailOptOut", "DynamicResolutionKey", "Timezone", "Comments", "MasterRecordID", "MasterAvatarTypeCode",
+}  # fmt: skip
+COMPANY_FIELDS = {
+    "Name", "Employees", "Arr", "BillingAddress", "Summary", "CompanyType", "Csm", "CustomerlifetimeInMonths",
+    "Industry", "LifecycleInWeeks", "ManagedAs", "Mrr", "OriginalContractDate", "ParentCompany", "RenewalDate",
+    "Stage", "Status", "Tags", "TickerSymbol", "Users", "SfdcAccountId", "IndustryNew",
+}  # fmt: skip
+COMPANY_NUMBERS = {"Employees", "CustomerlifetimeInMonths", "LifecycleInWeeks", "Users"}
+COMPANY_DATES = {"OriginalContractDate", "RenewalDate"}
+DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ][0-9:.]+(Z|[+-]\d{2}:?\d{2})?)?$")
+MAX_RECORDS = 50
+
+OPERATIONS = {
+    ("PUT", "/v1.0/api/people"): "person_upsert",
+    ("PUT", "/v1/peoplemgmt/v1.0/people"): "person_upsert",
+    ("POST", "/v1/data/objects/Company"): "company_insert",
+    ("PUT", "/v1/data/objects/Company"): "company_update",
+    ("POST", "/v1/data/objects/query/Company"): "company_query",
+    ("POST", "/v1.0/api/eventManager/event"): "event_publish",
+}
+
+
+@dataclass
+class Fault:
+    """One scripted misbehaviour, applied to the next matching call(s)."""
+
+    status: int | None = None  # answer with this HTTP status (429, 500, 503...)
+    retry_after: str | None = None  # Retry-After header value, with a 429/503
+    delay: float = 0.0  # seconds to wait before answering (longer than the client's timeout = a timeout)
+    drop: bool = False  # close the connection without an answer
+    operation: str | None = None  # only calls of this operation; None = any
+    times: int = 1
+
+
+@dataclass
+class Faults:
+    latency: float = 0.0  # seconds added to every call
+    scripted: list[Fault] = field(default_factory=list)
+    quota_per_minute: int | None = None  # Gainsight's fixed-window limit; None = unlimited
+    quota_retry_after: bool = True
+    random_rate: float = 0.0  # share of calls that misbehave at random (5xx, 429, timeout, drop)
+    random_timeout: float = 3.0
+    rng: random.Random = field(default_factory=lambda: random.Random(7))
+
+
+@dataclass
+class Call:
+    operation: str
+    method: str
+    path: str
+    status: int
+    body: Any
+
+
+class SandboxState:
+    """Everything the sandbox holds; every access goes through its lock."""
+
+    def __init__(self, access_key: str, shared_secret: str, tenant_id: str) -> None:
+        self.lock = threading.RLock()
+        self.access_key = access_key
+        self.shared_secret = shared_secret
+        self.tenant_id = tenant_id
+        self.people: dict[str, dict[str, Any]] = {}
+        self.companies: dict[str, dict[str, Any]] = {}  # Gsid -> record
+        self.events: list[dict[str, Any]] = []
+        self.calls: list[Call] = []
+        self.faults = Faults()
+        self._window = (0.0, 0)
+
+    def reset(self) -> None:
+        with self.lock:
+            self.people.clear()
+            self.companies.clear()
+            self.events.clear()
+            self.calls.clear()
+            self.faults = Faults()
+            self._window = (0.0, 0)
+
+    def company_by_name(self, name: str) -> dict[str, Any] | None:
+        return next((c for c in self.companies.values() if c.get("Name") == name), None)
+
+    def count(self, operation: str | None = None) -> int:
+        with self.lock:
+            return sum(1 for c in self.calls if operation in (None, c.operation))
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "people": list(self.people.values()),
+                "companies": list(self.companies.values()),
+                "events": list(self.events),
+                "calls": {op: self.count(op) for op in sorted(set(OPERATIONS.values()))} | {"total": self.count()},
+            }
+
+    def quota_exceeded(self) -> bool:
+        with self.lock:
+            limit = self.faults.quota_per_minute
+            if limit is None:
+                return False
+            start, used = self._window
+            now = time.monotonic()
+            if now - start >= 60:
+                start, used = now, 0
+            used += 1
+            self._window = (start, used)
+            return used > limit
+
+    def next_fault(self, operation: str) -> Fault | None:
+        with self.lock:
+            for fault in self.faults.scripted:
+                if fault.operation in (None, operation):
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self.faults.scripted.remove(fault)
+                    return fault
+            faults = self.faults
+            if faults.random_rate and faults.rng.random() < faults.random_rate:
+                return faults.rng.choice(
+                    [
+                        Fault(status=503),
+                        Fault(status=500),
+                        Fault(status=429, retry_after="1"),
+                        Fault(status=429),
+                        Fault(delay=faults.random_timeout),
+                        Fault(drop=True),
+                    ]
+                )
+            return None
+
+
+def envelope(data: Any = None, *, ok: bool = True, code: str | None = None, desc: str | None = None) -> dict[str, Any]:
+    return {
+        "result": ok,
+        "errorCode": code,
+        "errorDesc": desc,
+        "requestId": str(uuid.uuid4()),
+        "data": data,
+        "message": None,
+    }
+
+
+def gsid() -> str:
+    return "1P" + uuid.uuid4().hex[:20].upper()
+
+
+class Refused(Exception):
+    def __init__(self, status: int, code: str, desc: str, data: Any = None) -> None:
+        super().__init__(desc)
+        self.status, self.code, self.desc, self.data = status, code, desc, data
+
+
+def _company_errors(record: Any, state: SandboxState, *, insert: bool) -> list[dict[str, Any]]:
+    if not isinstance(record, dict):
+        return [{"errorCode": "GSOBJ_1007", "fieldName": None, "invalidValue": record}]
+    errors = []
+    name = record.get("Name")
+    if not isinstance(name, str) or not name:
+        errors.append({"errorCode": "GSOBJ_1005", "fieldName": "Name", "invalidValue": name})
+    elif insert and state.company_by_name(name):
+        errors.append({"errorCode": "GSOBJ_1009", "fieldName": "Name", "invalidValue": name})
+    elif not insert and not state.company_by_name(name):
+        errors.append({"errorCode": "GSOBJ_1011", "fieldName": "Name", "invalidValue": name})
+    for key, value in record.items():
+        if key not in COMPANY_FIELDS and not key.endswith("__gc"):
+            errors.append({"errorCode": "GSOBJ_1002", "fieldName": key, "invalidValue": value})
+        elif key in COMPANY_NUMBERS and not (isinstance(value, int | float) and not isinstance(value, bool)):
+            errors.append({"errorCode": "GSOBJ_1007", "fieldName": key, "invalidValue": value})
+        elif key in COMPANY_DATES and not (isinstance(value, str) and DATE.match(value)):
+            errors.append({"errorCode": "GSOBJ_1006", "fieldName": key, "invalidValue": value})
+    return errors
+
+
+def write_companies(state: SandboxState, body: Any, *, insert: bool, keys: str | None) -> dict[str, Any]:
+    records = body.get("records") if isinstance(body, dict) else None
+    if not isinstance(records, list) or not records:
+        raise Refused(400, "GSOBJ_1001", "records are required")
+    if len(records) > MAX_RECORDS:
+        raise Refused(400, "GSOBJ_1010", f"at most {MAX_RECORDS} records per call")
+    if not insert and keys != "Name":
+        raise Refused(400, "GSOBJ_1008", "keys=Name is required for an update")
+    names = [r.get("Name") for r in records if isinstance(r, dict)]
+    per_record = [_company_errors(r, state, insert=insert) for r in records]
+    if len(set(names)) != len(names):
+        per_record = [errs or [{"errorCode": "GSOBJ_1009", "fieldName": "Name"}] for errs in per_record]
+    if any(per_record):
+        first = next(e for errs in per_record for e in errs)
+        desc = f"Invalid value ({first['fieldName']} = {first.get('invalidValue')})."
+        errors = [[{"success": not errs, "errors": errs}] for errs in per_record]
+        raise Refused(400, first["errorCode"], desc, {"count": 0, "records": None, "errors": errors})
+    written = []
+    for record in records:
+        existing = state.company_by_name(record["Name"])
+        if existing is None:
+            existing = {"Gsid": gsid()}
+            state.companies[existing["Gsid"]] = existing
+        existing.update(record)
+        written.append({"Gsid": existing["Gsid"]})
+    return {"count": len(written), "errors": None, "records": written}
+
+
+def query_companies(state: SandboxState, body: Any) -> dict[str, Any]:
+    try:
+        conditions = body["where"]["conditions"]
+        select = body.get("select") or ["Gsid", "Name"]
+        limit = int(body.get("limit", 5000))
+    except (KeyError, TypeError, ValueError):
+        raise Refused(400, "GSOBJ_1001", "invalid query") from None
+    if limit > 5000:
+        raise Refused(400, "GSOBJ_1001", "limit is at most 5000")
+    rows = list(state.companies.values())
+    for condition in conditions:
+        values = condition.get("value")
+        values = values if isinstance(values, list) else [values]
+        operator = condition.get("operator")
+        if operator not in ("EQ", "IN"):
+            raise Refused(400, "GSOBJ_1001", f"operator {operator} is not supported by the sandbox")
+        rows = [row for row in rows if row.get(condition.get("name")) in values]
+    records = [{key: row.get(key) for key in select} for row in rows[:limit]]
+    return {"count": len(records), "records": records}
+
+
+def upsert_person(state: SandboxState, body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise Refused(400, "GSOBJ_PEOPLE1002", "a person object is required")
+    email = body.get("Email")
+    if not isinstance(email, str) or "@" not in email:
+        raise Refused(400, "GSOBJ_VDT1001", f"Invalid Email ({email})")
+    for key, value in body.items():
+        if key == "companies":
+            if not isinstance(value, list) or not all(isinstance(c, dict) and c.get("Company_ID") for c in value):
+                raise Refused(400, "GSOBJ_1001", "companies must be a list of {Company_ID}")
+            missing = [c["Company_ID"] for c in value if c["Company_ID"] not in state.companies]
+            if missing:
+                raise Refused(400, "GSOBJ_1003", f"Invalid GSID ({missing[0]})")
+        elif key not in PERSON_FIELDS and not key.endswith("__gc"):
+            raise Refused(400, "GSOBJ_1002", f"Invalid field ({key})")
+    person = state.people.setdefault(email, {"Gsid": gsid(), "companies": []})
+    for key, value in body.items():
+        if key == "companies":
+            for link in value:
+                if link["Company_ID"] not in person["companies"]:
+                    person["companies"].append(link["Company_ID"])
+        else:
+            person[key] = value
+    return {"count": 1, "errors": None, "records": [{"Gsid": person["Gsid"]}]}
+
+
+def publish_event(state: SandboxState, headers: dict[str, str], body: Any) -> dict[str, Any]:
+    if headers.get("sharedsecret") != state.shared_secret or headers.get("tenantid") != state.tenant_id:
+        raise Refused(401, "GS_APIG_2401", "Invalid sharedSecret or tenantId")
+    for name in ("topicname", "eventname", "eventversion"):
+        if not headers.get(name):
+            raise Refused(400, "GS_EVENT_1001", f"header {name} is required")
+    if not isinstance(body, dict):
+        raise Refused(400, "GS_EVENT_1002", "event body must be a JSON object")
+    state.events.append(
+        {
+            "topicName": headers["topicname"],
+            "eventName": headers["eventname"],
+            "eventVersion": headers["eventversion"],
+            "contractId": headers.get("contractid"),
+            "body": body,
+        }
+    )
+    return {"count": 1, "errors": None, "records": [{"eventId": str(uuid.uuid4())}]}
+
+
+class SandboxHandler(BaseHTTPRequestHandler):
+    server: SandboxServer
+    protocol_version = "HTTP/1.1"
+    # Without TCP_NODELAY every keep-alive call stalls ~40 ms on delayed ACKs.
+    disable_nagle_algorithm = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if urlsplit(self.path).path == "/_sandbox/state":
+            self._send(200, self.server.state.snapshot())
+        else:
+            self._send(404, envelope(ok=False, code="GS_404", desc="not found"))
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    def _handle(self, method: str) -> None:
+        url = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if url.path.startswith("/_sandbox/"):
+            self._admin(url.path, raw)
+            return
+        state = self.server.state
+        operation = OPERATIONS.get((method, url.path))
+        if operation is None:
+            self._send(404, envelope(ok=False, code="GS_404", desc=f"no such endpoint {method} {url.path}"))
+            return
+        time.sleep(state.faults.latency)
+        fault = state.next_fault(operation)
+        if fault is not None:
+            time.sleep(fault.delay)
+            if fault.drop:
+                self._record(operation, method, url.path, 0, None)
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            if fault.status is not None:
+                self._record(operation, method, url.path, fault.status, None)
+                headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+                code = "GU_2400" if fault.status == 429 else "GU_1101"
+                desc = "Too many request" if fault.status == 429 else "Oops, something went wrong."
+                self._send(fault.status, envelope(ok=False, code=code, desc=desc), headers)
+                return
+        if state.quota_exceeded():
+            self._record(operation, method, url.path, 429, None)
+            headers = {"Retry-After": "60"} if state.faults.quota_retry_after else {}
+            self._send(429, envelope(ok=False, code="GU_2400", desc="Too many request"), headers)
+            return
+        status, reply = self._operate(operation, url.query, raw)
+        self._send(status, reply)
+
+    def _operate(self, operation: str, query: str, raw: bytes) -> tuple[int, dict[str, Any]]:
+        state = self.server.state
+        headers = {key.lower(): value for key, value in self.headers.items()}
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        with state.lock:
+            try:
+                if operation != "event_publish" and headers.get("accesskey") != state.access_key:
+                    raise Refused(401, "GS_APIG_2401", "Invalid authorization headers")
+                if body is None:
+                    raise Refused(400, "GSOBJ_1001", "request body must be JSON")
+                handlers: dict[str, Callable[[], dict[str, Any]]] = {
+                    "person_upsert": lambda: upsert_person(state, body),
+                    "company_insert": lambda: write_companies(state, body, insert=True, keys=None),
+                    "company_update": lambda: write_companies(
+                        state, body, insert=False, keys=next(iter(parse_qs(query).get("keys", [])), None)
+                    ),
+                    "company_query": lambda: query_companies(state, body),
+                    "event_publish": lambda: publish_event(state, headers, body),
+                }
+                data = handlers[operation]()
+            except Refused as refused:
+                self._record(operation, self.command, urlsplit(self.path).path, refused.status, body)
+                return refused.status, envelope(refused.data, ok=False, code=refused.code, desc=refused.desc)
+            self._record(operation, self.command, urlsplit(self.path).path, 200, body)
+            return 200, envelope(data)
+
+    def _admin(self, path: str, raw: bytes) -> None:
+        state = self.server.state
+        if path == "/_sandbox/reset":
+            state.reset()
+            self._send(200, {"reset": True})
+        elif path == "/_sandbox/faults":
+            spec = json.loads(raw or b"{}")
+            with state.lock:
+                state.faults.latency = float(spec.get("latency", state.faults.latency))
+                state.faults.quota_per_minute = spec.get("quota_per_minute", state.faults.quota_per_minute)
+                state.faults.random_rate = float(spec.get("random_rate", state.faults.random_rate))
+                state.faults.scripted += [Fault(**fault) for fault in spec.get("scripted", [])]
+            self._send(200, {"faults": "set"})
+        else:
+            self._send(404, {"message": "no such admin endpoint"})
+
+    def _record(self, operation: str, method: str, path: str, status: int, body: Any) -> None:
+        with self.server.state.lock:
+            self.server.state.calls.append(Call(operation, method, path, status, body))
+
+    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+
+class SandboxServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, state: SandboxState, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), SandboxHandler)
+        self.state = state
+
+
+class Sandbox:
+    """Starts the sandbox in a background thread: `with Sandbox() as sandbox: sandbox.url`."""
+
+    def __init__(
+        self, *, access_key: str = "sandbox-access-key", shared_secret: str = "sandbox-shared-secret",
+        tenant_id: str = "sandbox-tenant", port: int = 0,
+    ) -> None:  # fmt: skip
+        self.state = SandboxState(access_key, shared_secret, tenant_id)
+        self.server = SandboxServer(self.state, port)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, name="gainsight-sandbox", daemon=True)
+
+    def start(self) -> Sandbox:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def fail(self, *faults: Fault) -> None:
+        with self.state.lock:
+            self.state.faults.scripted.extend(faults)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8900)
+    args = parser.parse_args()
+    sandbox = Sandbox(port=args.port)
+    print(f"Gainsight sandbox on {sandbox.url} (state: {sandbox.url}/_sandbox/state)")
+    sandbox.server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""The local stack: a moto SSM server seeded with demo settings, the Gainsight sandbox, and a
+Docker-free way to invoke the handler with API Gateway events as `sam local invoke` would."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+HANDLER = ROOT / "handler"
+
+DEMO_WRITE_KEY = "demo-write-key"
+PARAMS = {
+    "DESTINATION_CONFIG_PARAM": "/gainsight-destination/local/config",
+    "ACCESS_KEY_PARAM": "/gainsight-destination/local/access-key",
+    "SHARED_SECRET_PARAM": "/gainsight-destination/local/shared-secret",
+    "WRITE_KEYS_PARAM": "/gainsight-destination/local/write-keys",
+}
+DEMO_EVENT_NAMES = [{"from": "Ticket Closed", "to": "ticket_closed"}, {"from": "Feature Used", "to": "feature_used"}]
+DEMO_EVENT_VERSIONS = [{"from": "Ticket Closed", "to": "1.0"}, {"from": "Feature Used", "to": "2.1"}]
+
+
+def demo_config(domain: str) -> dict[str, Any]:
+    """RudderStack-style destination config pointing at the sandbox."""
+    return {
+        "domain": domain,
+        "tenantId": "sandbox-tenant",
+        "topicName": "product_usage",
+        "contractId": "default-contract",
+        "eventNameMap": DEMO_EVENT_NAMES,
+        "eventVersionMap": DEMO_EVENT_VERSIONS,
+        "personMap": [{"from": "plan", "to": "Plan__gc"}],
+        "companyMap": [{"from": "region", "to": "Region__gc"}],
+    }
+
+
+def use_handler_path() -> None:
+    """Put handler/ first on sys.path, as Lambda does with CodeUri: handler/."""
+    if str(HANDLER) not in sys.path:
+        sys.path.insert(0, str(HANDLER))
+
+
+@dataclass
+class LambdaContext:
+    """The attributes of a Lambda context that Powertools and the handler read."""
+
+    function_name: str = "gainsight-destination-local"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:gainsight-destination-local"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    timeout_seconds: float = 30.0
+    _started: float = field(default_factory=time.monotonic)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.timeout_seconds - (time.monotonic() - self._started)) * 1000))
+
+
+def api_event(
+    path: str,
+    body: str | bytes | dict | None,
+    *,
+    write_key: str | None = DEMO_WRITE_KEY,
+    headers: Mapping[str, str] | None = None,
+    method: str = "POST",
+    base64_body: bool = False,
+    http_api: bool = False,
+) -> dict[str, Any]:
+    """An API Gateway proxy event (REST payload 1.0, or HTTP API payload 2.0)."""
+    all_headers = {"Content-Type": "application/json"}
+    if write_key is not None:
+        all_headers["Authorization"] = "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()
+    all_headers.update(headers or {})
+    raw = json.dumps(body).encode() if isinstance(body, dict) else body
+    text: str | None
+    if isinstance(raw, bytes) and (base64_body or not _is_text(raw)):
+        text, encoded = base64.b64encode(raw).decode(), True
+    else:
+        text, encoded = (raw.decode() if isinstance(raw, bytes) else raw), False
+    request_id = str(uuid.uuid4())
+    if http_api:
+        return {
+            "version": "2.0",
+            "routeKey": "$default",
+            "rawPath": path,
+            "rawQueryString": "",
+            "headers": {k.lower(): v for k, v in all_headers.items()},
+            "requestContext": {"requestId": request_id, "http": {"method": method, "path": path}, "stage": "$default"},
+            "body": text,
+            "isBase64Encoded": encoded,
+        }
+    return {
+        "resource": path,
+        "path": path,
+        "httpMethod": method,
+        "headers": all_headers,
+        "multiValueHeaders": {k: [v] for k, v in all_headers.items()},
+        "queryStringParameters": None,
+        "requestContext": {"requestId": request_id, "resourcePath": path, "httpMethod": method, "stage": "v1"},
+        "body": text,
+        "isBase64Encoded": encoded,
+    }
+
+
+def _is_text(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def invoke(event: dict[str, Any], context: LambdaContext | None = None) -> dict[str, Any]:
+    """Call the real lambda_handler in-process, as `sam local invoke -e event.json` would."""
+    use_handler_path()
+    from app import lambda_handler
+
+    return lambda_handler(event, context or LambdaContext())
+
+
+def seed_parameters(
+    domain: str,
+    *,
+    write_keys: str = DEMO_WRITE_KEY,
+    access_key: str = "sandbox-access-key",
+    shared_secret: str | None = "sandbox-shared-secret",
+    config: dict[str, Any] | None = None,
+) -> None:
+    """Write the demo parameters into whatever SSM the environment points at (moto here)."""
+    import boto3
+
+    ssm = boto3.client("ssm")
+    values = {
+        "DESTINATION_CONFIG_PARAM": ("String", json.dumps(config or demo_config(domain))),
+        "ACCESS_KEY_PARAM": ("SecureString", access_key),
+        "WRITE_KEYS_PARAM": ("SecureString", write_keys),
+    }
+    if shared_secret is not None:
+        values["SHARED_SECRET_PARAM"] = ("SecureString", shared_secret)
+    for env_name, (kind, value) in values.items():
+        ssm.put_parameter(Name=PARAMS[env_name], Type=kind, Value=value, Overwrite=True)
+
+
+LOCAL_ENV = {
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "POWERTOOLS_SERVICE_NAME": "gainsight-destination",
+    "POWERTOOLS_METRICS_NAMESPACE": "GainsightDestination",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    **PARAMS,
+}
+
+
+@contextmanager
+def moto_ssm() -> Iterator[str]:
+    """A moto server on loopback; AWS_ENDPOINT_URL_SSM points boto3 at it."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    previous = {key: os.environ.get(key) for key in [*LOCAL_ENV, "AWS_ENDPOINT_URL_SSM"]}
+    os.environ.update(LOCAL_ENV)
+    os.environ["AWS_ENDPOINT_URL_SSM"] = endpoint
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -1,0 +1,29 @@
+"""`make run`: the main job on local defaults. Starts the Gainsight sandbox and a moto SSM seeded
+with demo settings, invokes the handler with every events/*.json as `sam local invoke -e` would,
+prints each response and what Gainsight received, then stops everything."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from devtools.gainsight_sandbox import Sandbox
+from devtools.local import ROOT, invoke, moto_ssm, seed_parameters
+
+
+def main(paths: list[str]) -> int:
+    files = [Path(p) for p in paths] or sorted((ROOT / "events").glob("*.json"))
+    with Sandbox() as sandbox, moto_ssm():
+        seed_parameters(sandbox.url)
+        for path in files:
+            response = invoke(json.loads(path.read_text()))
+            print(f"\n=== {path.name}: HTTP {response['statusCode']}")
+            print(json.dumps(json.loads(response["body"]), indent=2))
+        print("\n=== What the Gainsight sandbox holds")
+        print(json.dumps(sandbox.state.snapshot(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

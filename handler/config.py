@@ -1,0 +1,124 @@
+"""The destination configuration: RudderStack's Gainsight settings, parsed and validated once."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from errors import ConfigurationError
+
+_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:\d{1,5})?$")
+# Secrets belong in SecureString parameters, never in the plain String config.
+_SECRET_KEYS = {"accessKey": "ACCESS_KEY_PARAM", "sharedSecret": "SHARED_SECRET_PARAM"}
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    base_url: str
+    access_key: str = field(repr=False)
+    shared_secret: str | None = field(repr=False, default=None)
+    tenant_id: str | None = None
+    topic_name: str | None = None
+    contract_id: str | None = None
+    # Keys are casefolded: RudderStack matches event names case-insensitively.
+    event_names: Mapping[str, str] = field(default_factory=dict)
+    event_versions: Mapping[str, str] = field(default_factory=dict)
+    person_map: tuple[tuple[str, str], ...] = ()
+    company_map: tuple[tuple[str, str], ...] = ()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def base_url(domain: str) -> str:
+    """Turn `domain` (a host or a full base URL) into a base URL without a trailing slash.
+
+    Raises:
+        ConfigurationError: when it is neither, or asks for plain http to a non-loopback host.
+    """
+    value = domain.strip()
+    if "://" not in value:
+        if not _HOST.match(value):
+            raise ConfigurationError(f"domain {value!r} is not a host name or an https:// URL")
+        return f"https://{value}"
+    parts = urlsplit(value)
+    host = parts.hostname or ""
+    if parts.scheme not in ("https", "http") or not host or parts.username or parts.query or parts.fragment:
+        raise ConfigurationError(f"domain {value!r} is not a host name or an https:// URL")
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise ConfigurationError(f"domain {value!r} must use https (plain http is only allowed for loopback hosts)")
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def _optional_text(config: Mapping[str, Any], key: str) -> str | None:
+    value = config.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ConfigurationError(f"destination config key {key} must be a string")
+    return str(value).strip() or None
+
+
+def _pairs(config: Mapping[str, Any], key: str) -> tuple[tuple[str, str], ...]:
+    entries = config.get(key) or []
+    if not isinstance(entries, list):
+        raise ConfigurationError(f"destination config key {key} must be a list of {{'from', 'to'}} objects")
+    pairs = []
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ConfigurationError(f"destination config key {key}[{position}] must be an object")
+        source, target = entry.get("from"), entry.get("to")
+        if source in (None, "") and target in (None, ""):
+            continue  # RudderStack's dashboard saves an empty row by default
+        for name, value in (("from", source), ("to", target)):
+            if not isinstance(value, str | int | float) or isinstance(value, bool) or str(value).strip() == "":
+                raise ConfigurationError(f"destination config key {key}[{position}].{name} must be a non-empty string")
+        pairs.append((str(source).strip(), str(target).strip()))
+    return tuple(pairs)
+
+
+def parse_destination(raw: str, access_key: str, shared_secret: str | None) -> Destination:
+    """Parse the JSON destination config and the secrets into a Destination.
+
+    Raises:
+        ConfigurationError: naming the first bad or missing key.
+    """
+    try:
+        config = json.loads(raw)
+    except ValueError:
+        raise ConfigurationError("destination config is not valid JSON") from None
+    if not isinstance(config, dict):
+        raise ConfigurationError("destination config must be a JSON object")
+    for key, param in _SECRET_KEYS.items():
+        if config.get(key):
+            raise ConfigurationError(
+                f"destination config key {key} must not hold a secret; store it in the SecureString named by {param}"
+            )
+    domain = _optional_text(config, "domain")
+    if domain is None:
+        raise ConfigurationError("destination config key domain is required")
+    if not access_key.strip():
+        raise ConfigurationError("the access key parameter (ACCESS_KEY_PARAM) is empty")
+    return Destination(
+        base_url=base_url(domain),
+        access_key=access_key.strip(),
+        shared_secret=(shared_secret or "").strip() or None,
+        tenant_id=_optional_text(config, "tenantId"),
+        topic_name=_optional_text(config, "topicName"),
+        contract_id=_optional_text(config, "contractId"),
+        event_names={source.casefold(): target for source, target in _pairs(config, "eventNameMap")},
+        event_versions={source.casefold(): target for source, target in _pairs(config, "eventVersionMap")},
+        person_map=_pairs(config, "personMap"),
+        company_map=_pairs(config, "companyMap"),
+    )

@@ -1,0 +1,320 @@
+"""The Gainsight HTTP client: one urllib3 pool per container, retries bounded by a deadline."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import urllib3
+from urllib3.exceptions import HTTPError, MaxRetryError, ResponseError, TimeoutError
+from urllib3.util.retry import Retry
+
+from config import Destination
+from errors import GainsightError
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+AUTH_ERROR_CODES = frozenset({"GS_APIG_2401", "GSOBJ_1024"})
+NOT_FOUND_CODES = frozenset({"GSOBJ_1011"})
+MAX_WRITE_RECORDS = 50
+MAX_QUERY_ROWS = 5000
+
+_pool_lock = threading.Lock()
+_pool: urllib3.PoolManager | None = None
+
+
+def pool(maxsize: int) -> urllib3.PoolManager:
+    """The container's one PoolManager (TLS verified, keep-alive), created on first use."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = urllib3.PoolManager(num_pools=4, maxsize=maxsize, block=False, retries=False)
+        return _pool
+
+
+class Throttle:
+    """A backoff shared by every call of a request: one 429 slows them all down together."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._until = 0.0
+
+    def hold(self, seconds: float) -> None:
+        with self._lock:
+            self._until = max(self._until, time.monotonic() + seconds)
+
+    def remaining(self) -> float:
+        return max(0.0, self._until - time.monotonic())
+
+
+class DeadlineRetry(Retry):
+    """urllib3's Retry that shares 429 backoff through a Throttle and never sleeps past a deadline."""
+
+    def __init__(self, *args: Any, deadline: float = float("inf"), throttle: Throttle | None = None, **kw: Any):
+        super().__init__(*args, **kw)
+        self.deadline = deadline
+        self.throttle = throttle or Throttle()
+
+    def new(self, **kw: Any) -> DeadlineRetry:
+        kw.setdefault("deadline", self.deadline)
+        kw.setdefault("throttle", self.throttle)
+        return super().new(**kw)
+
+    def get_backoff_time(self) -> float:
+        # urllib3 waits 0 s before the first retry; Gainsight's quota wants a pause from the start.
+        attempts = len(self.history)
+        if attempts == 0:
+            return 0.0
+        return min(self.backoff_max, self.backoff_factor * 2 ** (attempts - 1)) + self.backoff_jitter * _random()
+
+    def _delay(self, response: Any) -> float:
+        retry_after = self.get_retry_after(response) if response is not None else None
+        delay = retry_after if retry_after is not None else self.get_backoff_time()
+        return max(delay, self.throttle.remaining())
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)
+        if time.monotonic() + retry._delay(response) >= self.deadline:
+            reason = error or ResponseError(f"retry would pass the deadline (HTTP {getattr(response, 'status', '-')})")
+            raise MaxRetryError(_pool, url or "", reason) from reason
+        return retry
+
+    def sleep(self, response: Any = None) -> None:
+        delay = self._delay(response)
+        if response is not None and response.status == 429:
+            self.throttle.hold(delay)
+        time.sleep(delay)
+
+
+def _random() -> float:
+    import random
+
+    return random.random()
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    operation: str
+    outcome: str  # "ok", "rejected" or "failed"
+    latency_ms: float
+
+
+@dataclass
+class CallLog:
+    """What one request spent at Gainsight, for metrics and the benchmark."""
+
+    calls: list[Call] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, call: Call) -> None:
+        with self._lock:
+            self.calls.append(call)
+
+
+def error_for(status: int, body: Mapping[str, Any] | None, operation: str) -> GainsightError | None:
+    """Classify a Gainsight answer: None when it succeeded, else the error with its retryable flag."""
+    body = body or {}
+    code = body.get("errorCode") if isinstance(body.get("errorCode"), str) else None
+    desc = body.get("errorDesc") or body.get("message")
+    request_id = body.get("requestId") if isinstance(body.get("requestId"), str) else None
+    detail = f"{code}: {desc}" if code and desc else str(code or desc or f"HTTP {status}")
+    if status in (401, 403) or code in AUTH_ERROR_CODES:
+        secret = "shared secret or access key" if operation == "event_publish" else "access key"
+        return GainsightError(
+            f"Gainsight rejected the {secret} ({detail})",
+            status_code=status if status >= 400 else 401,
+            retryable=True,
+            code=code or "unauthorized",
+            request_id=request_id,
+        )
+    if 200 <= status < 300:
+        if body.get("result") is False:
+            return GainsightError(
+                f"Gainsight {detail}", status_code=400, retryable=False, code=code, request_id=request_id
+            )
+        return None
+    if 300 <= status < 400:
+        return GainsightError(
+            f"Gainsight answered with a redirect (HTTP {status}); check the domain setting",
+            status_code=status,
+            retryable=True,
+            code="redirect",
+        )
+    retryable = status in RETRY_STATUSES or status >= 500
+    return GainsightError(
+        f"Gainsight {detail}", status_code=status, retryable=retryable, code=code, request_id=request_id
+    )
+
+
+class Gainsight:
+    """Calls for one request, against one destination, bounded by one deadline."""
+
+    def __init__(
+        self,
+        destination: Destination,
+        *,
+        deadline: float,
+        http: urllib3.PoolManager,
+        max_retries: int = 3,
+        connect_timeout: float = 2.0,
+        read_timeout: float = 5.0,
+        backoff_factor: float = 0.25,
+        log: CallLog | None = None,
+    ) -> None:
+        self.destination = destination
+        self.deadline = deadline
+        self.http = http
+        self.max_retries = max_retries
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.backoff_factor = backoff_factor
+        self.throttle = Throttle()
+        self.log = log if log is not None else CallLog()
+
+    # -- the operations ---------------------------------------------------
+
+    def upsert_person(self, body: Mapping[str, Any]) -> None:
+        """PUT one Person (Email is the key), with company links when present."""
+        self._call("person_upsert", "PUT", "/v1.0/api/people", body)
+
+    def query_companies(self, names: Sequence[str]) -> dict[str, str]:
+        """Name -> Gsid for those of `names` that exist."""
+        query = {
+            "select": ["Gsid", "Name"],
+            "where": {
+                "conditions": [{"name": "Name", "alias": "A", "value": list(names), "operator": "IN"}],
+                "expression": "A",
+            },
+            "limit": MAX_QUERY_ROWS,
+            "offset": 0,
+        }
+        reply = self._call("company_query", "POST", "/v1/data/objects/query/Company", query, absent_ok=True)
+        return {str(r["Name"]): str(r["Gsid"]) for r in _records(reply) if r.get("Name") is not None and r.get("Gsid")}
+
+    def write_companies(self, records: Sequence[Mapping[str, Any]], *, insert: bool) -> list[str]:
+        """Insert or update (keyed on Name) up to 50 companies; their Gsids, in order."""
+        if insert:
+            reply = self._call("company_insert", "POST", "/v1/data/objects/Company", {"records": list(records)})
+        else:
+            reply = self._call(
+                "company_update", "PUT", "/v1/data/objects/Company?keys=Name", {"records": list(records)}
+            )
+        gsids = [str(r.get("Gsid") or "") for r in _records(reply)]
+        if len(gsids) != len(records) or not all(gsids):
+            raise GainsightError(
+                "Gainsight did not return a Gsid for every company written",
+                status_code=502,
+                retryable=True,
+                code="no_gsid",
+            )
+        return gsids
+
+    def publish_event(self, headers: Mapping[str, str], body: Mapping[str, Any]) -> None:
+        """POST one Events Framework event."""
+        self._call("event_publish", "POST", "/v1.0/api/eventManager/event", body, headers=headers)
+
+    # -- the transport ----------------------------------------------------
+
+    def _call(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        body: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        absent_ok: bool = False,
+    ) -> Mapping[str, Any]:
+        started = time.monotonic()
+        try:
+            reply = self._send(operation, method, path, body, headers=headers, absent_ok=absent_ok)
+        except GainsightError as error:
+            outcome = "failed" if error.retryable else "rejected"
+            self.log.add(Call(operation, outcome, (time.monotonic() - started) * 1000))
+            raise
+        self.log.add(Call(operation, "ok", (time.monotonic() - started) * 1000))
+        return reply
+
+    def _send(
+        self, operation: str, method: str, path: str, body: Any, *, headers: Mapping[str, str] | None, absent_ok: bool
+    ) -> Mapping[str, Any]:
+        wait = self.throttle.remaining()
+        if time.monotonic() + wait >= self.deadline:
+            raise GainsightError(
+                "time budget ran out before this call could be made",
+                status_code=504,
+                retryable=True,
+                code="budget_exhausted",
+            )
+        if wait:
+            time.sleep(wait)
+        remaining = self.deadline - time.monotonic()
+        retries = DeadlineRetry(
+            total=self.max_retries,
+            redirect=False,
+            status_forcelist=RETRY_STATUSES,
+            allowed_methods=frozenset({"POST", "PUT"}),
+            backoff_factor=self.backoff_factor,
+            backoff_max=4.0,
+            backoff_jitter=self.backoff_factor,
+            raise_on_status=False,
+            raise_on_redirect=False,
+            respect_retry_after_header=True,
+            deadline=self.deadline,
+            throttle=self.throttle,
+        )
+        request_headers = {"Content-Type": "application/json", **(headers or {})}
+        if "Accesskey" not in request_headers and operation != "event_publish":
+            request_headers["Accesskey"] = self.destination.access_key
+        try:
+            response = self.http.request(
+                method,
+                self.destination.base_url + path,
+                body=json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(),
+                headers=request_headers,
+                timeout=urllib3.Timeout(
+                    connect=min(self.connect_timeout, remaining), read=min(self.read_timeout, remaining)
+                ),
+                retries=retries,
+                redirect=False,
+            )
+        except (MaxRetryError, HTTPError) as error:
+            reason = error.reason if isinstance(error, MaxRetryError) else error
+            timed_out = isinstance(reason, TimeoutError)
+            raise GainsightError(
+                f"Gainsight {'timed out' if timed_out else 'could not be reached'} ({type(reason).__name__})",
+                status_code=504 if timed_out else 502,
+                retryable=True,
+                code="timeout" if timed_out else "connection",
+            ) from error
+        reply = _json(response.data)
+        if absent_ok and _means_absent(response.status, reply):
+            return {}
+        refusal = error_for(response.status, reply, operation)
+        if refusal is not None:
+            raise refusal
+        return reply
+
+
+def _means_absent(status: int, reply: Mapping[str, Any]) -> bool:
+    # Gainsight says "no match" in several ways; every one of them means "not found".
+    if reply.get("errorCode") in NOT_FOUND_CODES:
+        return status in (200, 400, 404)
+    return status == 200 and reply.get("result") is False
+
+
+def _json(data: bytes) -> Mapping[str, Any]:
+    try:
+        value = json.loads(data) if data else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _records(reply: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
+    data = reply.get("data")
+    records = data.get("records") if isinstance(data, dict) else data
+    return [r for r in records if isinstance(r, dict)] if isinstance(records, list) else []

@@ -1,0 +1,157 @@
+"""Reading what senders post: body decoding, size limits, write-key auth and event extraction. Pure."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import zlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from errors import RequestRejected
+
+MAX_BODY_BYTES = 4 * 1024 * 1024  # RudderStack's limit, checked after decompression
+MAX_EVENT_BYTES = 32 * 1024
+
+
+def body_bytes(body: str | None, is_base64: bool, content_encoding: str | None) -> bytes:
+    """The request body as plain bytes: base64 and gzip undone, at most MAX_BODY_BYTES.
+
+    Raises:
+        RequestRejected: 400 for bad base64 or gzip or an empty body, 413 when too large.
+    """
+    if not body:
+        raise RequestRejected("request body is empty", 400, code="empty_body")
+    if is_base64:
+        try:
+            data = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise RequestRejected("request body is not valid base64", 400, code="bad_base64") from None
+    else:
+        data = body.encode("utf-8", "surrogatepass")
+    encoding = (content_encoding or "").strip().lower()
+    if encoding in ("gzip", "x-gzip"):
+        data = _gunzip(data)
+    elif encoding not in ("", "identity"):
+        raise RequestRejected(f"Content-Encoding {encoding} is not supported (use gzip)", 415, code="bad_encoding")
+    if len(data) > MAX_BODY_BYTES:
+        raise RequestRejected(f"request body is larger than {MAX_BODY_BYTES} bytes", 413, code="too_large")
+    return data
+
+
+def _gunzip(data: bytes) -> bytes:
+    # Decompress at most one byte past the limit, so a gzip bomb costs us no more than that.
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        plain = inflater.decompress(data, MAX_BODY_BYTES + 1)
+        if len(plain) > MAX_BODY_BYTES:
+            raise RequestRejected(
+                f"request body is larger than {MAX_BODY_BYTES} bytes once decompressed", 413, code="too_large"
+            )
+        if not inflater.eof:
+            raise RequestRejected("request body is not valid gzip (truncated)", 400, code="bad_gzip")
+    except zlib.error:
+        raise RequestRejected("request body is not valid gzip", 400, code="bad_gzip") from None
+    return plain
+
+
+def _reject_constant(value: str) -> Any:
+    raise ValueError(f"{value} is not valid JSON")
+
+
+def parse_json(data: bytes) -> Any:
+    """Parse a JSON body.
+
+    Raises:
+        RequestRejected: 400 naming the problem (bad UTF-8, malformed JSON, NaN, nesting too deep).
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise RequestRejected(f"request body is not valid UTF-8 (byte {error.start})", 400, code="bad_utf8") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as error:
+        raise RequestRejected(
+            f"request body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}",
+            400,
+            code="bad_json",
+        ) from None
+    except (ValueError, RecursionError) as error:
+        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+        raise RequestRejected(f"request body is not valid JSON: {reason}", 400, code="bad_json") from None
+
+
+def events_of(payload: Any, path_type: str | None) -> list[Any]:
+    """The events a body carries: `batch` for /v1/batch, the body itself for /v1/<type>.
+
+    Raises:
+        RequestRejected: 400 when the body is not an event or batch, or the batch is empty.
+    """
+    if not isinstance(payload, dict):
+        raise RequestRejected("request body must be a JSON object", 400, code="not_an_object")
+    if path_type is None:
+        batch = payload.get("batch")
+        if not isinstance(batch, list):
+            raise RequestRejected("request body must have a batch array", 400, code="no_batch")
+        if not batch:
+            raise RequestRejected("batch is empty", 400, code="empty_batch")
+        return batch
+    event = dict(payload)
+    event.pop("writeKey", None)
+    if not event.get("type"):
+        event["type"] = path_type
+    return [event]
+
+
+def oversized(events: list[Any], body_size: int) -> set[int]:
+    """Indexes of events whose JSON is over MAX_EVENT_BYTES (only measured when the body could hold one)."""
+    if body_size <= MAX_EVENT_BYTES:
+        return set()
+    return {
+        index
+        for index, event in enumerate(events)
+        if len(json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        > MAX_EVENT_BYTES
+    }
+
+
+def write_key_from_header(authorization: str | None) -> str | None:
+    """The write key in `Authorization: Basic base64(<writeKey>:)`, or None."""
+    if not authorization:
+        return None
+    scheme, _, credentials = authorization.strip().partition(" ")
+    if scheme.lower() != "basic" or not credentials:
+        return None
+    try:
+        decoded = base64.b64decode(credentials.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    return decoded.partition(":")[0] or None
+
+
+def write_key_from_body(payload: Any) -> str | None:
+    """Segment's SDK sends `writeKey` inside the JSON body."""
+    key = payload.get("writeKey") if isinstance(payload, dict) else None
+    return key if isinstance(key, str) and key else None
+
+
+def authorized(write_key: str | None, valid_keys: Iterable[str]) -> bool:
+    """Constant-time check of a write key against every valid key (several allow rotation)."""
+    if write_key is None:
+        return False
+    given = write_key.encode("utf-8", "surrogatepass")
+    matched = False
+    for key in valid_keys:
+        matched |= hmac.compare_digest(given, key.encode("utf-8"))
+    return matched
+
+
+def header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    """A header's value, whatever its case."""
+    if not headers:
+        return None
+    wanted = name.lower()
+    return next((value for key, value in headers.items() if key.lower() == wanted), None)

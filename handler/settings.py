@@ -1,0 +1,70 @@
+"""Process settings read once from the environment into one typed object."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+
+from errors import ConfigurationError
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    destination_config_param: str
+    access_key_param: str
+    write_keys_param: str
+    shared_secret_param: str | None
+    delivery_budget_seconds: float
+    concurrency: int
+    max_retries: int
+    connect_timeout: float
+    read_timeout: float
+    company_cache_seconds: float
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be at least {minimum:g}, got {raw!r}")
+    return value
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigurationError(f"{name} is not set")
+    return value
+
+
+def parse_settings(env: Mapping[str, str]) -> Settings:
+    """Validate the environment.
+
+    Raises:
+        ConfigurationError: naming the first missing or invalid variable.
+    """
+    return Settings(
+        destination_config_param=_required(env, "DESTINATION_CONFIG_PARAM"),
+        access_key_param=_required(env, "ACCESS_KEY_PARAM"),
+        write_keys_param=_required(env, "WRITE_KEYS_PARAM"),
+        shared_secret_param=env.get("SHARED_SECRET_PARAM", "").strip() or None,
+        delivery_budget_seconds=_number(env, "DELIVERY_BUDGET_SECONDS", 8.0, minimum=1),
+        concurrency=int(_number(env, "GAINSIGHT_CONCURRENCY", 8, minimum=1)),
+        max_retries=int(_number(env, "GAINSIGHT_MAX_RETRIES", 3, minimum=0)),
+        connect_timeout=_number(env, "GAINSIGHT_CONNECT_TIMEOUT", 2.0, minimum=0.1),
+        read_timeout=_number(env, "GAINSIGHT_READ_TIMEOUT", 5.0, minimum=0.1),
+        company_cache_seconds=_number(env, "COMPANY_CACHE_SECONDS", 300.0, minimum=0),
+    )
+
+
+@cache
+def settings() -> Settings:
+    """The settings of this container, parsed on first use."""
+    return parse_settings(os.environ)

@@ -1,5 +1,6 @@
 # Every target installs what it needs into .venv on first use.
 PYTHON ?= python3
+export SAM_CLI_TELEMETRY := 0
 VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin

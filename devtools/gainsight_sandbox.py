@@ -90,9 +90,11 @@ class SandboxState:
         self.calls: list[Call] = []
         self.faults = Faults()
         self._window = (0.0, 0)
+        self.generation = 0  # bumped by reset: a call that arrived before a reset changes nothing after it
 
     def reset(self) -> None:
         with self.lock:
+            self.generation += 1
             self.people.clear()
             self.companies.clear()
             self.events.clear()
@@ -292,6 +294,7 @@ def publish_event(state: SandboxState, headers: dict[str, str], body: Any) -> di
 class SandboxHandler(BaseHTTPRequestHandler):
     server: SandboxServer
     protocol_version = "HTTP/1.1"
+    _generation = 0
     # Without TCP_NODELAY every keep-alive call stalls ~40 ms on delayed ACKs.
     disable_nagle_algorithm = True
 
@@ -322,6 +325,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if operation is None:
             self._send(404, envelope(ok=False, code="GS_404", desc=f"no such endpoint {method} {url.path}"))
             return
+        generation = self._generation = state.generation
         time.sleep(state.faults.latency)
         fault = state.next_fault(operation)
         if fault is not None:
@@ -342,6 +346,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
             self._record(operation, method, url.path, 429, None)
             headers = {"Retry-After": "60"} if state.faults.quota_retry_after else {}
             self._send(429, envelope(ok=False, code="GU_2400", desc="Too many request"), headers)
+            return
+        if state.generation != generation:
+            self._send(503, envelope(ok=False, code="GU_1101", desc="the sandbox was reset during this call"))
             return
         status, reply = self._operate(operation, url.query, raw)
         self._send(status, reply)
@@ -393,7 +400,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
 
     def _record(self, operation: str, method: str, path: str, status: int, body: Any) -> None:
         with self.server.state.lock:
-            self.server.state.calls.append(Call(operation, method, path, status, body))
+            if self.server.state.generation == self._generation:
+                self.server.state.calls.append(Call(operation, method, path, status, body))
 
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode()

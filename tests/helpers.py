@@ -1,0 +1,54 @@
+"""Helpers for tests that go through lambda_handler."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from devtools.local import api_event, invoke
+
+
+@dataclass
+class Reply:
+    status: int
+    body: dict[str, Any]
+    raw: dict[str, Any]
+
+    @property
+    def outcomes(self) -> list[str]:
+        return [r["outcome"] for r in self.body["results"]]
+
+
+def post(path: str, body: Any, *, gzip_body: bool = False, **kw: Any) -> Reply:
+    """POST through lambda_handler exactly as API Gateway would deliver it."""
+    data = json.dumps(body).encode() if isinstance(body, dict | list) else body
+    if gzip_body:
+        data = gzip.compress(data)
+        kw.setdefault("headers", {})["Content-Encoding"] = "gzip"
+    response = invoke(api_event(path, data, **kw))
+    return Reply(response["statusCode"], json.loads(response["body"]), response)
+
+
+def identify(email: str | None = "ada@example.com", message_id: str = "m-identify", **traits: Any) -> dict[str, Any]:
+    return {
+        "type": "identify",
+        "messageId": message_id,
+        "userId": "u1",
+        "traits": {"email": email, **traits} if email else traits,
+    }
+
+
+def group(name: str | None = "Acme", email: str = "ada@example.com", message_id: str = "m-group", **traits: Any):
+    return {
+        "type": "group",
+        "messageId": message_id,
+        "groupId": name,
+        "traits": {"name": name, **traits} if name else traits,
+        "context": {"traits": {"email": email}},
+    }
+
+
+def track(event: str = "Ticket Closed", message_id: str = "m-track", **properties: Any) -> dict[str, Any]:
+    return {"type": "track", "messageId": message_id, "event": event, "properties": properties}

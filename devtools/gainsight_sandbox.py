@@ -74,6 +74,8 @@ class Call:
     path: str
     status: int
     body: Any
+    at: float  # time.monotonic() when the call arrived
+    answered: float  # time.monotonic() when it was answered
 
 
 class SandboxState:
@@ -295,6 +297,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
     server: SandboxServer
     protocol_version = "HTTP/1.1"
     _generation = 0
+    _arrived = 0.0
     # Without TCP_NODELAY every keep-alive call stalls ~40 ms on delayed ACKs.
     disable_nagle_algorithm = True
 
@@ -326,6 +329,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
             self._send(404, envelope(ok=False, code="GS_404", desc=f"no such endpoint {method} {url.path}"))
             return
         generation = self._generation = state.generation
+        self._arrived = time.monotonic()
         time.sleep(state.faults.latency)
         fault = state.next_fault(operation)
         if fault is not None:
@@ -401,7 +405,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
     def _record(self, operation: str, method: str, path: str, status: int, body: Any) -> None:
         with self.server.state.lock:
             if self.server.state.generation == self._generation:
-                self.server.state.calls.append(Call(operation, method, path, status, body))
+                call = Call(operation, method, path, status, body, self._arrived, time.monotonic())
+                self.server.state.calls.append(call)
 
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode()

@@ -75,6 +75,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return {
             "statusCode": 503,
             "headers": {"Content-Type": "application/json"},
-            "body": json.dumps({"message": "internal error; retry later"}),
+            "body": json.dumps({"code": "internal_error", "message": "internal error; retry later"}),
             "isBase64Encoded": False,
         }

@@ -199,7 +199,8 @@ class Delivery:
             return {}, {}
         cached = {c.name: gsid for c in companies if (gsid := self.cache.get(self.scope, c.name)) is not None}
         found, errors = self._lookup([c.name for c in companies if c.name not in cached])
-        gsids, write_errors = self._write(companies, {**found, **cached})
+        # A company we could not look up is not written: inserting it blind could duplicate it.
+        gsids, write_errors = self._write([c for c in companies if c.name not in errors], {**found, **cached})
         # A cached company that vanished refuses its update: look it up afresh and write it again.
         stale = [
             c for c in companies if c.name in cached and c.name in write_errors and not write_errors[c.name].retryable

@@ -67,11 +67,12 @@ def handle(request: Request) -> Answer:
         events = intake.events_of(payload, request.path_type)
     except RequestRejected as error:
         logger.info("request rejected", extra={"status": error.status_code, "reason": error.code})
-        return Answer(error.status_code, {"message": error.message})
+        # {"code", "message"} is the error shape Segment's SDK reads.
+        return Answer(error.status_code, {"code": error.code, "message": error.message})
     except ConfigurationError as error:
         # Without settings or write keys we cannot even authenticate: tell senders to retry later.
         logger.error("service misconfigured", extra={"reason": error.message})
-        return Answer(503, {"message": "service is misconfigured; try again later"})
+        return Answer(503, {"code": "misconfigured", "message": "service is misconfigured; try again later"})
 
     deadline = started + max(
         0.0, min(config.delivery_budget_seconds, request.remaining_seconds - SAFETY_MARGIN_SECONDS)

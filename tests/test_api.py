@@ -137,7 +137,7 @@ def test_missing_or_wrong_write_key_is_401_and_nothing_is_sent(sandbox: Sandbox,
     body = {"batch": [identify()]} | ({"writeKey": body_key} if body_key else {})
     reply = post("/v1/batch", body, write_key=write_key)
     assert reply.status == 401
-    assert reply.body == {"message": "write key is missing or not valid"}
+    assert reply.body == {"code": "unauthorized", "message": "write key is missing or not valid"}
     assert sandbox.state.count() == 0
 
 
@@ -320,7 +320,8 @@ def test_without_a_shared_secret_track_is_rejected_but_identify_works(sandbox: S
 def test_missing_settings_answer_503_without_details(sandbox: Sandbox, monkeypatch) -> None:
     monkeypatch.delenv("WRITE_KEYS_PARAM")
     reply = post("/v1/identify", identify())
-    assert (reply.status, reply.body) == (503, {"message": "service is misconfigured; try again later"})
+    assert reply.status == 503
+    assert reply.body["message"] == "service is misconfigured; try again later"
 
 
 def test_an_unexpected_error_is_a_503_without_a_stack_trace(sandbox: Sandbox, monkeypatch) -> None:
@@ -331,7 +332,7 @@ def test_an_unexpected_error_is_a_503_without_a_stack_trace(sandbox: Sandbox, mo
 
     monkeypatch.setattr(ingest, "deliver", broken)
     reply = post("/v1/identify", identify())
-    assert (reply.status, reply.body) == (503, {"message": "internal error; retry later"})
+    assert (reply.status, reply.body) == (503, {"code": "internal_error", "message": "internal error; retry later"})
 
 
 # -- secrets --------------------------------------------------------------------------

@@ -1,0 +1,185 @@
+"""Quota-efficient delivery: the plan (pure), then exact Gainsight call counts, chunking, bisection,
+cache staleness, shared backoff and per-event outcomes through lambda_handler against the sandbox."""
+
+from __future__ import annotations
+
+import time
+
+from delivery import CompanyCache, person_body, plan
+from devtools.gainsight_sandbox import Fault, Sandbox
+from devtools.local import demo_config, seed_parameters
+from gainsight import Throttle
+from mapping import CompanyUpsert, EventPublish, PersonUpsert
+from tests.helpers import group, identify, post, track
+
+# -- the plan (pure) --------------------------------------------------------------
+
+
+def test_plan_merges_companies_and_people_in_event_order() -> None:
+    # Given a batch naming one company twice and one person three times
+    operations = [
+        (0, PersonUpsert("ada@x.io", {"Email": "ada@x.io", "Name": "Ada", "Timezone": "UTC"})),
+        (1, CompanyUpsert("Acme", {"Name": "Acme", "Stage": "Onboarding", "Employees": 10}, "ada@x.io")),
+        (2, EventPublish({"eventName": "e"}, {})),
+        (3, CompanyUpsert("Acme", {"Name": "Acme", "Stage": "Adoption"}, "grace@x.io")),
+        (4, PersonUpsert("ada@x.io", {"Email": "ada@x.io", "Name": "Ada L"})),
+        (5, CompanyUpsert("Initech", {"Name": "Initech"}, "ada@x.io")),
+    ]
+    # When it is planned
+    result = plan(operations)
+    # Then each company is written once with later values winning
+    assert result.companies["Acme"].fields == {"Name": "Acme", "Stage": "Adoption", "Employees": 10}
+    assert result.companies["Acme"].events == [1, 3]
+    # and each person is one PUT: identify fields merged, company links united
+    body = person_body("ada@x.io", result.people["ada@x.io"].parts, {"Acme": "G1", "Initech": "G2"})
+    assert body == {
+        "Email": "ada@x.io",
+        "Name": "Ada L",
+        "Timezone": "UTC",
+        "companies": [{"Company_ID": "G1"}, {"Company_ID": "G2"}],
+    }
+    assert [i for i, _ in result.people["grace@x.io"].parts] == [3]
+    assert [i for i, _ in result.events] == [2]
+
+
+def test_company_cache_expires_and_is_bounded() -> None:
+    cache = CompanyCache(ttl_seconds=0.05, max_entries=2)
+    cache.put("t", "a", "G1")
+    cache.put("t", "b", "G2")
+    cache.put("t", "c", "G3")
+    assert (cache.get("t", "a"), cache.get("t", "c"), cache.get("other", "c")) == (None, "G3", None)
+    time.sleep(0.06)
+    assert cache.get("t", "c") is None
+
+
+def test_throttle_is_shared_and_only_moves_forward() -> None:
+    throttle = Throttle()
+    throttle.hold(0.5)
+    throttle.hold(0.1)
+    assert 0.4 < throttle.remaining() <= 0.5
+
+
+# -- call counts through lambda_handler ----------------------------------------------
+
+
+def test_a_batch_costs_one_call_per_person_company_write_and_track(sandbox: Sandbox) -> None:
+    # Given three identifies and two groups of one person, a second company, and two tracks
+    batch = [
+        identify(message_id="1", firstName="Ada"),
+        group("Acme", message_id="2", stage="Onboarding"),
+        identify(message_id="3", lastName="Lovelace"),
+        group("Acme", message_id="4", stage="Adoption"),
+        group("Initech", message_id="5"),
+        identify(message_id="6", timezone="UTC"),
+        track(message_id="7"),
+        track(message_id="8"),
+    ]
+    # When it is posted
+    reply = post("/v1/batch", {"batch": batch})
+    # Then one request per event (3 + 3*3 + 2 = 14) became 5 calls
+    assert reply.outcomes == ["delivered"] * 8
+    calls = sandbox.state.snapshot()["calls"]
+    assert calls == {
+        "company_insert": 1,
+        "company_query": 1,
+        "company_update": 0,
+        "event_publish": 2,
+        "person_upsert": 1,
+        "total": 5,
+    }
+    [person] = sandbox.state.snapshot()["people"]
+    assert (person["FirstName"], person["LastName"], person["Timezone"]) == ("Ada", "Lovelace", "UTC")
+    assert len(person["companies"]) == 2
+    companies = {c["Name"]: c for c in sandbox.state.snapshot()["companies"]}
+    assert companies["Acme"]["Stage"] == "Adoption"
+
+
+def test_company_writes_are_chunked_at_50_records(sandbox: Sandbox) -> None:
+    batch = [group(f"Company {n:03}", email=f"user{n}@x.io", message_id=str(n)) for n in range(120)]
+    reply = post("/v1/batch", {"batch": batch})
+    assert set(reply.outcomes) == {"delivered"}
+    inserts = [len(c.body["records"]) for c in sandbox.state.calls if c.operation == "company_insert"]
+    assert sorted(inserts) == [20, 50, 50]
+    assert sandbox.state.count("company_query") == 2  # 100 names per IN query
+    # A second batch naming the same companies skips the lookup: the warm container remembers Gsids
+    reply = post("/v1/batch", {"batch": batch})
+    assert set(reply.outcomes) == {"delivered"}
+    assert sandbox.state.count("company_query") == 2
+    updates = [len(c.body["records"]) for c in sandbox.state.calls if c.operation == "company_update"]
+    assert sorted(updates) == [20, 50, 50]
+    assert len(sandbox.state.snapshot()["companies"]) == 120
+
+
+def test_a_refused_company_batch_is_split_so_only_bad_records_are_rejected(sandbox: Sandbox) -> None:
+    batch = [group(f"C{n}", email=f"u{n}@x.io", message_id=str(n)) for n in range(8)]
+    batch[5]["traits"]["originalContractDate"] = "210318"
+    reply = post("/v1/batch", {"batch": batch})
+    assert reply.outcomes == ["delivered"] * 5 + ["rejected"] + ["delivered"] * 2
+    bad = reply.body["results"][5]
+    assert bad["statusCode"] == 400
+    assert bad["error"] == "Gainsight GSOBJ_1006: Invalid value (OriginalContractDate = 210318)."
+    assert sorted(c["Name"] for c in sandbox.state.snapshot()["companies"]) == [f"C{n}" for n in range(8) if n != 5]
+    assert "u5@x.io" not in {p["Email"] for p in sandbox.state.snapshot()["people"]}
+    # 1 refused write of 8, then halves: 4 (ok) + 4 (refused) -> 2 (ok) + 2 (refused) -> 1 + 1
+    assert sandbox.state.count("company_insert") == 7
+
+
+def test_a_stale_cached_company_is_looked_up_again(sandbox: Sandbox) -> None:
+    post("/v1/group", group("Acme"))
+    # Someone deletes the company in Gainsight while our container still caches its Gsid
+    with sandbox.state.lock:
+        sandbox.state.companies.clear()
+    reply = post("/v1/group", group("Acme", email="grace@example.com", stage="Adoption"))
+    assert reply.outcomes == ["delivered"]
+    [company] = sandbox.state.snapshot()["companies"]
+    assert company["Stage"] == "Adoption"
+    grace = next(p for p in sandbox.state.snapshot()["people"] if p["Email"] == "grace@example.com")
+    assert grace["companies"] == [company["Gsid"]]
+
+
+def test_a_refused_merged_person_is_split_per_event(sandbox: Sandbox) -> None:
+    # personMap sends "nick" to a field Gainsight does not have: that identify alone is refused
+    config = demo_config(sandbox.url) | {"personMap": [{"from": "nick", "to": "Nickname"}]}
+    seed_parameters(sandbox.url, config=config)
+    batch = [identify(message_id="a", firstName="Ada"), identify(message_id="b", nick="A"), group(message_id="c")]
+    reply = post("/v1/batch", {"batch": batch})
+    assert reply.outcomes == ["delivered", "rejected", "delivered"]
+    assert reply.body["results"][1]["error"] == "Gainsight GSOBJ_1002: Invalid field (Nickname)"
+    [person] = sandbox.state.snapshot()["people"]
+    assert person["FirstName"] == "Ada" and len(person["companies"]) == 1
+
+
+def test_group_is_delivered_only_when_company_and_link_both_succeed(sandbox: Sandbox) -> None:
+    reply = post("/v1/batch", {"batch": [group("Acme", email="not-an-email")]})
+    assert reply.outcomes == ["rejected"]
+    assert reply.body["results"][0]["error"] == "Gainsight GSOBJ_VDT1001: Invalid Email (not-an-email)"
+    sandbox.fail(Fault(status=500, operation="company_query", times=10))
+    reply = post("/v1/batch", {"batch": [group("Initech"), identify(email="grace@example.com")]})
+    assert reply.outcomes == ["failed", "delivered"]
+    assert reply.status == 503
+
+
+def test_a_429_slows_every_call_down_together(sandbox: Sandbox) -> None:
+    # Given Gainsight throttles the first call and asks for one second's pause
+    sandbox.fail(Fault(status=429, retry_after="1"))
+    # When 30 tracks go out on 8 concurrent connections
+    reply = post("/v1/batch", {"batch": [track(message_id=str(n)) for n in range(30)]})
+    # Then all are delivered, and no call started after the 429 until the pause was over
+    assert set(reply.outcomes) == {"delivered"}
+    throttled = next(c for c in sandbox.state.calls if c.status == 429)
+    started_during_pause = [
+        c for c in sandbox.state.calls if throttled.answered + 0.05 < c.at < throttled.answered + 0.95
+    ]
+    assert started_during_pause == []
+    assert len(sandbox.state.snapshot()["events"]) == 30
+
+
+def test_gainsight_down_for_the_whole_budget_still_answers_in_time(sandbox: Sandbox, monkeypatch) -> None:
+    monkeypatch.setenv("DELIVERY_BUDGET_SECONDS", "2")
+    monkeypatch.setenv("GAINSIGHT_MAX_RETRIES", "10")
+    sandbox.fail(Fault(status=503, retry_after="1", times=1000))
+    started = time.monotonic()
+    reply = post("/v1/batch", {"batch": [track(message_id=str(n)) for n in range(20)] + [group()]})
+    assert time.monotonic() - started < 2.5
+    assert reply.status == 503
+    assert set(reply.outcomes) == {"failed"}

@@ -16,7 +16,7 @@ $(VENV)/.installed: requirements.txt handler/requirements.txt requirements-dev.t
 	touch $@
 
 run: $(VENV)/.installed
-	$(PY) -m devtools.run
+	VERBOSE=$(VERBOSE) $(PY) -m devtools.run
 
 serve: $(VENV)/.installed
 	$(PY) -m devtools.serve

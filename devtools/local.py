@@ -156,7 +156,6 @@ LOCAL_ENV = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "POWERTOOLS_SERVICE_NAME": "gainsight-destination",
     "POWERTOOLS_METRICS_NAMESPACE": "GainsightDestination",
-    "POWERTOOLS_TRACE_DISABLED": "true",
     **PARAMS,
 }
 

@@ -5,6 +5,7 @@ prints each response and what Gainsight received, then stops everything."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,10 @@ from devtools.local import ROOT, invoke, moto_ssm, seed_parameters
 
 
 def main(paths: list[str]) -> int:
+    if not os.environ.get("VERBOSE"):
+        # The handler's JSON logs and EMF metrics are what CloudWatch gets; VERBOSE=1 shows them.
+        os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+        os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     files = [Path(p) for p in paths] or sorted((ROOT / "events").glob("*.json"))
     with Sandbox() as sandbox, moto_ssm():
         seed_parameters(sandbox.url)

@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler.router import Router
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 import ingest
-from observability import logger, metrics, tracer
+from observability import logger, metrics
 
 SINGLE_EVENT_PATHS = frozenset({"identify", "track", "group", "page", "screen", "alias"})
 
@@ -60,7 +60,6 @@ http_api.include_router(router)
 
 @logger.inject_lambda_context(log_event=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
-@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Accept REST API (payload 1.0) and HTTP API (payload 2.0) proxy events."""
     request_context = event.get("requestContext") if isinstance(event, dict) else None

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
 import intake
 import mapping
@@ -176,6 +177,8 @@ def _observe(results: list[dict[str, Any]], calls: CallLog, status: int, errors:
 
 
 def _dimensioned(name: str, value: float, unit: MetricUnit, **dimensions: str) -> None:
+    if is_metrics_disabled():  # single_metric, unlike Metrics, ignores POWERTOOLS_METRICS_DISABLED
+        return
     with single_metric(name=name, unit=unit, value=value, default_dimensions=metrics.default_dimensions) as metric:
         for key, dim in dimensions.items():
             metric.add_dimension(name=key, value=dim)

@@ -14,7 +14,7 @@ from devtools.gainsight_sandbox import Sandbox
 from devtools.local import LOCAL_ENV, moto_ssm, seed_parameters, use_handler_path
 
 # Powertools reads these when the handler modules are imported, before any fixture runs.
-for _name in ("POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_TRACE_DISABLED"):
+for _name in ("POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"):
     os.environ.setdefault(_name, LOCAL_ENV[_name])
 use_handler_path()
 

@@ -1,0 +1,299 @@
+"""`make bench`: Gainsight calls per event, wall time, CPU per event, peak memory and cold import,
+measured in one run against the local sandbox. See "Benchmark" in the README for the workload."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gzip
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+from devtools.gainsight_sandbox import Sandbox
+from devtools.local import DEMO_EVENT_NAMES, ROOT, api_event, invoke, moto_ssm, seed_parameters, use_handler_path
+
+STAGES = ["Onboarding", "Adoption", "Expansion", "Renewal"]
+INDUSTRIES = ["Software", "Retail", "Finance", "Healthcare", "Manufacturing"]
+FIRST = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Tim"]
+LAST = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Perlman", "Lee"]
+
+
+class Workload:
+    """Seeded synthetic traffic: users belong to companies; each batch is what a server-side SDK
+    flushes in a few seconds, i.e. the events of the users active in that window."""
+
+    def __init__(self, *, users: int, companies: int, active: int, seed: int = 42) -> None:
+        self.rng = random.Random(seed)
+        self.active = active
+        self.companies = [
+            {
+                "name": f"Company {n:03}",
+                "employees": self.rng.randint(10, 5000),
+                "industry": self.rng.choice(INDUSTRIES),
+                "stage": self.rng.choice(STAGES),
+                "renewalDate": f"2027-{self.rng.randint(1, 12):02}-15",
+                "region": self.rng.choice(["EMEA", "AMER", "APAC"]),
+            }
+            for n in range(companies)
+        ]
+        self.users = []
+        for n in range(users):
+            first, last = self.rng.choice(FIRST), self.rng.choice(LAST)
+            self.users.append(
+                {
+                    "userId": f"user-{n:04}",
+                    "company": self.rng.randrange(companies),
+                    "traits": {
+                        "email": f"{first}.{last}.{n}@example.com".lower(),
+                        "firstName": first,
+                        "lastName": last,
+                        "timezone": self.rng.choice(["Europe/London", "America/New_York", "Asia/Tokyo"]),
+                        "plan": self.rng.choice(["free", "pro", "enterprise"]),
+                        "location": {"city": self.rng.choice(["London", "Paris", "Austin"]), "country": "X"},
+                    },
+                }
+            )
+        self.sequence = 0
+
+    def event(self, kind: str, user: dict[str, Any]) -> dict[str, Any]:
+        self.sequence += 1
+        base = {
+            "messageId": f"bench-{self.sequence}",
+            "userId": user["userId"],
+            "anonymousId": f"anon-{user['userId']}",
+            "timestamp": "2026-11-30T09:00:00.000Z",
+            "context": {"library": {"name": "rudder-sdk-python", "version": "2.1.9"}, "traits": dict(user["traits"])},
+        }
+        if kind == "identify":
+            traits = dict(user["traits"]) | {"lastSeenPage": f"/docs/{self.rng.randint(1, 50)}"}
+            return base | {"type": "identify", "traits": traits}
+        if kind == "group":
+            company = self.companies[user["company"]]
+            traits = company | {"users": self.rng.randint(1, 300)}
+            return base | {"type": "group", "groupId": company["name"], "traits": traits}
+        return base | {
+            "type": "track",
+            "event": self.rng.choice(DEMO_EVENT_NAMES)["from"],
+            "properties": {
+                "ticketId": f"T-{self.rng.randint(1000, 9999)}",
+                "feature": self.rng.choice(["export", "search", "share", "dashboard"]),
+                "durationMs": self.rng.randint(5, 5000),
+                "plan": user["traits"]["plan"],
+            },
+        }
+
+    def batch(self, size: int) -> list[dict[str, Any]]:
+        pool = self.rng.sample(self.users, self.active) if self.active < len(self.users) else self.users
+        kinds = self.rng.choices(["track", "identify", "group"], weights=[40, 35, 25], k=size)
+        return [self.event(kind, self.rng.choice(pool)) for kind in kinds]
+
+
+def per_event_pattern(batches: list[list[dict[str, Any]]]) -> int:
+    """Calls the one-request-per-event pattern spends: I + 3G + T."""
+    counts = Counter(event["type"] for batch in batches for event in batch)
+    return counts["identify"] + 3 * counts["group"] + counts["track"]
+
+
+def post_batch(batch: list[dict[str, Any]]) -> tuple[int, list[str], float]:
+    started = time.perf_counter()
+    response = invoke(api_event("/v1/batch", {"batch": batch}))
+    seconds = time.perf_counter() - started
+    outcomes = [r["outcome"] for r in json.loads(response["body"])["results"]]
+    return response["statusCode"], outcomes, seconds
+
+
+def reset_container() -> None:
+    use_handler_path()
+    import ingest
+
+    ingest._cache = None  # a cold container: no company Gsids remembered
+
+
+def calls_run(sandbox: Sandbox, batches: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    sandbox.state.reset()
+    reset_container()
+    outcomes: Counter[str] = Counter()
+    for batch in batches:
+        _, results, _ = post_batch(batch)
+        outcomes.update(results)
+    events = sum(len(b) for b in batches)
+    calls = sandbox.state.count()
+    baseline = per_event_pattern(batches)
+    return {"events": events, "calls": calls, "baseline": baseline, "outcomes": dict(outcomes)}
+
+
+def wall_run(sandbox: Sandbox, batches: list[list[dict[str, Any]]], latency: float) -> list[float]:
+    sandbox.state.reset()
+    reset_container()
+    sandbox.state.faults.latency = latency
+    times = []
+    for batch in batches:
+        status, _, seconds = post_batch(batch)
+        assert status == 200, status
+        times.append(seconds)
+    sandbox.state.faults.latency = 0.0
+    return times
+
+
+def cpu_per_event(batches: list[list[dict[str, Any]]], repeat: int) -> float:
+    """Process CPU µs per event for our own parsing, mapping and planning (no I/O)."""
+    use_handler_path()
+    import intake
+    import mapping
+    from config import parse_destination
+    from delivery import plan
+    from devtools.local import demo_config
+    from errors import EventRejected
+
+    destination = parse_destination(json.dumps(demo_config("http://127.0.0.1:1")), "key", "secret")
+    # As API Gateway hands them over with BinaryMediaTypes */*: gzip, then base64.
+    bodies = [base64.b64encode(gzip.compress(json.dumps({"batch": batch}).encode())).decode() for batch in batches]
+    events = sum(len(b) for b in batches)
+    started = time.process_time()
+    for _ in range(repeat):
+        for body in bodies:
+            data = intake.body_bytes(body, True, "gzip")
+            parsed = intake.events_of(intake.parse_json(data), None)
+            operations = []
+            for index, event in enumerate(parsed):
+                try:
+                    operations.append((index, mapping.operation(event, destination)))
+                except EventRejected:
+                    continue
+            plan(operations)
+    return (time.process_time() - started) / (repeat * events) * 1e6
+
+
+MEMORY_PROBE = """
+import json, sys, time
+sys.path.insert(0, {handler!r})
+from devtools.local import api_event, invoke
+batch = json.loads(open({path!r}).read())
+event = api_event("/v1/batch", batch)
+def high_water_kb():
+    # VmHWM, not ru_maxrss: ru_maxrss carries the parent's peak across fork.
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
+before = high_water_kb()
+response = invoke(event)
+peak = high_water_kb()
+print(json.dumps({{"status": response["statusCode"], "before_kb": before, "peak_kb": peak}}))
+"""
+
+
+def memory_run(workload: Workload, sandbox: Sandbox) -> dict[str, Any]:
+    """Peak RSS of a fresh process that handles one 4 MB batch (the handler's whole process)."""
+    events: list[dict[str, Any]] = []
+    size = 12
+    while size < 4_000_000 - 3_000:
+        event = workload.event(random.Random(len(events)).choice(["track", "identify", "group"]), workload.users[0])
+        event["properties" if event["type"] == "track" else "traits"]["notes"] = "x" * 1200
+        size += len(json.dumps(event)) + 2
+        events.append(event)
+    path = ROOT / ".bench-4mb.json"
+    path.write_text(json.dumps({"batch": events}))
+    sandbox.state.reset()
+    try:
+        probe = MEMORY_PROBE.format(handler=str(ROOT / "handler"), path=str(path))
+        output = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+        line = output.stdout.strip().splitlines()[-1]
+    finally:
+        body_size = path.stat().st_size
+        path.unlink()
+    result = json.loads(line)
+    return result | {"events": len(events), "body_bytes": body_size}
+
+
+def import_seconds(statement: str, runs: int) -> float:
+    """Median seconds a fresh interpreter spends on `statement`, as in a Lambda cold start."""
+    code = f"import sys, time\nsys.path.insert(0, {str(ROOT / 'handler')!r})\nt = time.perf_counter()\n{statement}\n"
+    code += "print(time.perf_counter() - t)"
+    env = os.environ | {"AWS_LAMBDA_FUNCTION_NAME": "bench"}
+    run = [sys.executable, "-c", code]
+    return statistics.median(
+        float(subprocess.run(run, capture_output=True, text=True, check=True, env=env).stdout) for _ in range(runs)
+    )
+
+
+POWERTOOLS_ALONE = (
+    "from aws_lambda_powertools import Logger, Metrics\nfrom aws_lambda_powertools.utilities import parameters"
+)
+
+
+def main() -> int:
+    # The figures, not the handler's per-request logs and metrics, are the output here.
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=10)
+    parser.add_argument("--size", type=int, default=100)
+    parser.add_argument("--users", type=int, default=300)
+    parser.add_argument("--companies", type=int, default=40)
+    parser.add_argument("--active", type=int, default=25, help="users active in one batch's window")
+    args = parser.parse_args()
+
+    rows: list[tuple[str, str, str]] = []
+
+    def row(name: str, value: str, context: str = "") -> None:
+        rows.append((name, value, context))
+
+    with Sandbox() as sandbox, moto_ssm():
+        seed_parameters(sandbox.url)
+        workload = Workload(users=args.users, companies=args.companies, active=args.active)
+        batches = [workload.batch(args.size) for _ in range(args.batches)]
+        post_batch(batches[0][:1])  # warm the container: imports, SSM cache, connection pool
+
+        calls = calls_run(sandbox, batches)
+        per_event, baseline = calls["calls"] / calls["events"], calls["baseline"] / calls["events"]
+        row(
+            "Gainsight calls",
+            f"{calls['calls']} for {calls['events']} events",
+            f"per-event pattern: {calls['baseline']}",
+        )
+        row(
+            "calls per event",
+            f"{per_event:.2f}",
+            f"per-event: {baseline:.2f}; ratio {per_event / baseline:.2f} (<= 0.50)",
+        )
+        uniform = Workload(users=args.users, companies=args.companies, active=args.users, seed=7)
+        spread = calls_run(sandbox, [uniform.batch(args.size) for _ in range(args.batches)])
+        row("  no locality (batches from all users)", f"{spread['calls'] / spread['events']:.2f}",
+            f"ratio {spread['calls'] / spread['baseline']:.2f}")  # fmt: skip
+        row("outcomes", json.dumps(calls["outcomes"]))
+
+        for latency in (0.0, 0.1):
+            times = [t * 1000 for t in wall_run(sandbox, batches, latency)]
+            row(f"wall per {args.size}-event batch, {latency * 1000:.0f} ms latency",
+                f"median {statistics.median(times):.0f} ms, max {max(times):.0f} ms",
+                f"first batch (cold cache) {times[0]:.0f} ms" + ("; target < 2000 ms" if latency else ""))  # fmt: skip
+
+        row("our CPU per event (decode, parse, map, plan)", f"{cpu_per_event(batches, repeat=20):.1f} µs",
+            "target <= 100 µs")  # fmt: skip
+        memory = memory_run(workload, sandbox)
+        row("peak RSS, one 4 MB batch", f"{memory['peak_kb'] / 1024:.0f} MB",
+            f"{memory['events']} events, {memory['body_bytes'] / 1e6:.1f} MB, HTTP {memory['status']}; "
+            f"{memory['before_kb'] / 1024:.0f} MB before importing the handler; target < 128 MB")  # fmt: skip
+
+    ours = import_seconds("import app", runs=5)
+    alone = import_seconds(POWERTOOLS_ALONE, runs=5)
+    first = import_seconds("import app\nfrom aws_lambda_powertools.utilities import parameters", runs=5)
+    context = f"Powertools Logger, Metrics, Parameters alone {alone * 1000:.0f} ms; ratio {ours / alone:.2f} (<= 1.5)"
+    row("cold import of handler/app.py", f"{ours * 1000:.0f} ms", context)
+    row("  plus boto3, loaded by the first request", f"{first * 1000:.0f} ms", f"ratio {first / alone:.2f}")
+
+    width = max(len(name) for name, _, _ in rows)
+    print(f"\n{'measure':<{width}}  value   [context]")
+    print("-" * (width + 70))
+    for name, value, context in rows:
+        print(f"{name:<{width}}  {value}" + (f"   [{context}]" if context else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

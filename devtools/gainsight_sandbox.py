@@ -346,13 +346,13 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 desc = "Too many request" if fault.status == 429 else "Oops, something went wrong."
                 self._send(fault.status, envelope(ok=False, code=code, desc=desc), headers)
                 return
+        if state.generation != generation:
+            self._send(503, envelope(ok=False, code="GU_1101", desc="the sandbox was reset during this call"))
+            return
         if state.quota_exceeded():
             self._record(operation, method, url.path, 429, None)
             headers = {"Retry-After": "60"} if state.faults.quota_retry_after else {}
             self._send(429, envelope(ok=False, code="GU_2400", desc="Too many request"), headers)
-            return
-        if state.generation != generation:
-            self._send(503, envelope(ok=False, code="GU_1101", desc="the sandbox was reset during this call"))
             return
         status, reply = self._operate(operation, url.query, raw)
         self._send(status, reply)
@@ -365,6 +365,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         with state.lock:
+            if state.generation != self._generation:
+                return 503, envelope(ok=False, code="GU_1101", desc="the sandbox was reset during this call")
             try:
                 if operation != "event_publish" and headers.get("accesskey") != state.access_key:
                     raise Refused(401, "GS_APIG_2401", "Invalid authorization headers")

@@ -27,7 +27,7 @@ def _ingest(path_type: str | None) -> Response:
         ingest.Request(
             body=event.body,
             is_base64=bool(event.is_base64_encoded),
-            headers=event.headers,
+            headers=event.raw_event.get("headers") or {},  # API Gateway sends null when there are none
             path_type=path_type,
             remaining_seconds=router.lambda_context.get_remaining_time_in_millis() / 1000,
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -152,9 +152,9 @@ class Delivery:
         """Deliver the operations; every index given gets an outcome."""
         work = plan(operations)
         pending: list[Future[dict[int, Outcome]]] = []
-        pending += [self._submit(self._publish, index, op) for index, op in work.events]
+        pending += [self.executor.submit(self._publish, index, op) for index, op in work.events]
         # People without company links depend on nothing: send them while companies are written.
-        pending += [self._submit(self._person, p, {}) for p in work.people.values() if not p.links]
+        pending += [self.executor.submit(self._person, p, {}) for p in work.people.values() if not p.links]
         gsids, company_errors = self._companies(list(work.companies.values()))
         outcomes: dict[int, Outcome] = {}
         for company in work.companies.values():
@@ -164,13 +164,10 @@ class Delivery:
             if person.links:
                 parts = [(i, op) for i, op in person.parts if not isinstance(op, CompanyUpsert) or op.name in gsids]
                 if parts:
-                    pending.append(self._submit(self._person, PersonWrite(person.email, parts), gsids))
+                    pending.append(self.executor.submit(self._person, PersonWrite(person.email, parts), gsids))
         for future in pending:
             outcomes.update(future.result())
         return outcomes
-
-    def _submit(self, function: Callable[..., dict[int, Outcome]], *args: Any) -> Future[dict[int, Outcome]]:
-        return self.executor.submit(function, *args)
 
     def _publish(self, index: int, op: EventPublish) -> dict[int, Outcome]:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -68,7 +69,7 @@ class DeadlineRetry(Retry):
         attempts = len(self.history)
         if attempts == 0:
             return 0.0
-        return min(self.backoff_max, self.backoff_factor * 2 ** (attempts - 1)) + self.backoff_jitter * _random()
+        return min(self.backoff_max, self.backoff_factor * 2 ** (attempts - 1)) + self.backoff_jitter * random.random()
 
     def _delay(self, response: Any) -> float:
         retry_after = self.get_retry_after(response) if response is not None else None
@@ -87,12 +88,6 @@ class DeadlineRetry(Retry):
         if response is not None and response.status == 429:
             self.throttle.hold(delay)
         time.sleep(delay)
-
-
-def _random() -> float:
-    import random
-
-    return random.random()
 
 
 @dataclass(frozen=True, slots=True)

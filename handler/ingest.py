@@ -22,6 +22,7 @@ from gainsight import CallLog, Gainsight, pool
 from observability import logger, metrics
 from settings import Settings, settings
 
+KNOWN_TYPES = frozenset({"identify", "group", "track", "page", "screen", "alias"})
 SAFETY_MARGIN_SECONDS = 1.0  # left to answer the sender after the last Gainsight call
 
 _executor: ThreadPoolExecutor | None = None
@@ -154,7 +155,9 @@ def _status(outcomes: Any) -> int:
 def _observe(results: list[dict[str, Any]], calls: CallLog, status: int, errors: Counter[str], seconds: float) -> None:
     by_outcome = Counter(r["outcome"] for r in results)
     metrics.add_metric(name="EventsReceived", unit=MetricUnit.Count, value=len(results))
-    for (event_type, outcome), count in Counter((r["type"] or "unknown", r["outcome"]) for r in results).items():
+    # Known types only: a sender's free-text type must not mint new metric dimensions.
+    types = Counter((r["type"] if r["type"] in KNOWN_TYPES else "other", r["outcome"]) for r in results)
+    for (event_type, outcome), count in types.items():
         _dimensioned("Events", count, MetricUnit.Count, EventType=event_type, Outcome=outcome)
     for (operation, outcome), count in Counter((c.operation, c.outcome) for c in calls.calls).items():
         _dimensioned("GainsightRequests", count, MetricUnit.Count, Operation=operation, Outcome=outcome)

@@ -247,6 +247,24 @@ def test_timeouts_are_retried_then_failed(sandbox: Sandbox, monkeypatch) -> None
     assert reply.body["results"][0]["error"].startswith("Gainsight timed out")
 
 
+def test_the_tenant_quota_answers_429_when_the_retry_would_pass_the_budget(sandbox: Sandbox) -> None:
+    # Given a tenant with 2 calls left this minute (Gainsight answers Retry-After: 60 past it)
+    sandbox.state.faults.quota_per_minute = 2
+    # When a batch needs three calls
+    reply = post("/v1/batch", {"batch": [track(message_id=str(n)) for n in range(3)]})
+    # Then two are delivered and the third fails as throttled, so the sender retries later
+    assert sorted(reply.outcomes) == ["delivered", "delivered", "failed"]
+    assert reply.status == 429
+    assert sandbox.state.count() == 3
+
+
+def test_a_request_without_headers_is_401_not_an_error(sandbox: Sandbox) -> None:
+    event = api_event("/v1/batch", {"batch": [identify()]}, write_key=None)
+    event["headers"] = event["multiValueHeaders"] = None
+    response = invoke(event)
+    assert response["statusCode"] == 401
+
+
 def test_a_dropped_connection_is_retried(sandbox: Sandbox) -> None:
     sandbox.fail(Fault(drop=True))
     assert post("/v1/identify", identify()).outcomes == ["delivered"]

@@ -17,7 +17,7 @@ from collections import Counter
 from typing import Any
 
 from devtools.gainsight_sandbox import Sandbox
-from devtools.local import DEMO_EVENT_NAMES, ROOT, api_event, invoke, moto_ssm, seed_parameters, use_handler_path
+from devtools.local import DEMO_EVENT_NAMES, ROOT, api_event, invoke, moto_aws, seed_parameters, use_handler_path
 
 STAGES = ["Onboarding", "Adoption", "Expansion", "Renewal"]
 INDUSTRIES = ["Software", "Retail", "Finance", "Healthcare", "Manufacturing"]
@@ -113,7 +113,7 @@ def reset_container() -> None:
     use_handler_path()
     import ingest
 
-    ingest._cache = None  # a cold container: no company Gsids remembered
+    ingest._container = None  # a cold container: no company Gsids remembered
 
 
 def calls_run(sandbox: Sandbox, batches: list[list[dict[str, Any]]]) -> dict[str, Any]:
@@ -243,7 +243,7 @@ def main() -> int:
     def row(name: str, value: str, context: str = "") -> None:
         rows.append((name, value, context))
 
-    with Sandbox() as sandbox, moto_ssm():
+    with Sandbox() as sandbox, moto_aws():
         seed_parameters(sandbox.url)
         workload = Workload(users=args.users, companies=args.companies, active=args.active)
         batches = [workload.batch(args.size) for _ in range(args.batches)]

@@ -149,7 +149,8 @@ class SandboxState:
                         Fault(status=500),
                         Fault(status=429, retry_after="1"),
                         Fault(status=429),
-                        Fault(delay=faults.random_timeout),
+                        # A call that hangs past the client's timeout and never reaches Gainsight's store
+                        Fault(delay=faults.random_timeout, drop=True),
                         Fault(drop=True),
                     ]
                 )

@@ -150,6 +150,91 @@ def seed_parameters(
         ssm.put_parameter(Name=PARAMS[env_name], Type=kind, Value=value, Overwrite=True)
 
 
+RETRY_QUEUE = "gainsight-destination-retry.fifo"
+DEAD_LETTER_QUEUE = "gainsight-destination-dlq.fifo"
+BARRIER_TABLE = "gainsight-destination-barriers"
+IDEMPOTENCY_TABLE = "gainsight-destination-idempotency"
+LOCAL_MAX_RECEIVES = 3
+
+
+def create_resources(*, max_receives: int = LOCAL_MAX_RECEIVES) -> dict[str, str]:
+    """The retry queue, its dead-letter queue and the two tables, as template.yaml declares them."""
+    import boto3
+
+    sqs: Any = boto3.client("sqs")
+    dynamodb: Any = boto3.client("dynamodb")
+    fifo = {"FifoQueue": "true", "ContentBasedDeduplication": "false"}
+    dlq_url = sqs.create_queue(QueueName=DEAD_LETTER_QUEUE, Attributes=fifo)["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives})
+    queue_url = sqs.create_queue(QueueName=RETRY_QUEUE, Attributes=fifo | {"RedrivePolicy": redrive})["QueueUrl"]
+    for table, key in ((BARRIER_TABLE, "person"), (IDEMPOTENCY_TABLE, "id")):
+        if table not in dynamodb.list_tables()["TableNames"]:
+            dynamodb.create_table(
+                TableName=table,
+                KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
+    os.environ.update(
+        {"RETRY_QUEUE_URL": queue_url, "BARRIER_TABLE": BARRIER_TABLE, "IDEMPOTENCY_TABLE": IDEMPOTENCY_TABLE}
+    )
+    return {"queue": queue_url, "dlq": dlq_url}
+
+
+def sqs_records(messages: list[dict[str, Any]], queue_arn: str) -> list[dict[str, Any]]:
+    """Messages from ReceiveMessage as the SQS trigger hands them to Lambda."""
+    return [
+        {
+            "messageId": m["MessageId"],
+            "receiptHandle": m["ReceiptHandle"],
+            "body": m["Body"],
+            "attributes": m.get("Attributes", {}),
+            "messageAttributes": {},
+            "md5OfBody": m.get("MD5OfBody", ""),
+            "eventSource": "aws:sqs",
+            "eventSourceARN": queue_arn,
+            "awsRegion": "us-east-1",
+        }
+        for m in messages
+    ]
+
+
+def drain(queue_url: str, *, rounds: int = 50) -> dict[str, int]:
+    """Run the retry consumer as the SQS trigger would, until the queue is empty.
+
+    Failed messages are made visible again at once (AWS waits for the visibility timeout), so a
+    message that keeps failing reaches the dead-letter queue after its maximum receives.
+    """
+    import boto3
+
+    use_handler_path()
+    from retry_app import lambda_handler as retry_handler
+
+    sqs: Any = boto3.client("sqs")
+    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    counts = {"invocations": 0, "acknowledged": 0, "retried": 0}
+    for _ in range(rounds):
+        messages = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"], VisibilityTimeout=30
+        ).get("Messages", [])
+        if not messages:
+            break
+        response = retry_handler({"Records": sqs_records(messages, arn)}, LambdaContext(timeout_seconds=60))
+        counts["invocations"] += 1
+        failed = {item["itemIdentifier"] for item in response["batchItemFailures"]}
+        for message in messages:
+            if message["MessageId"] in failed:
+                counts["retried"] += 1
+                sqs.change_message_visibility(
+                    QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+                )
+            else:
+                counts["acknowledged"] += 1
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return counts
+
+
 LOCAL_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_ACCESS_KEY_ID": "testing",
@@ -160,9 +245,16 @@ LOCAL_ENV = {
 }
 
 
+@dataclass(frozen=True)
+class LocalAws:
+    endpoint: str
+    queue: str
+    dlq: str
+
+
 @contextmanager
-def moto_ssm() -> Iterator[str]:
-    """A moto server on loopback; AWS_ENDPOINT_URL_SSM points boto3 at it."""
+def moto_aws() -> Iterator[LocalAws]:
+    """A moto server on loopback for SSM, SQS and DynamoDB; AWS_ENDPOINT_URL points boto3 at it."""
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
@@ -170,11 +262,13 @@ def moto_ssm() -> Iterator[str]:
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    previous = {key: os.environ.get(key) for key in [*LOCAL_ENV, "AWS_ENDPOINT_URL_SSM"]}
+    names = [*LOCAL_ENV, "AWS_ENDPOINT_URL", "RETRY_QUEUE_URL", "BARRIER_TABLE", "IDEMPOTENCY_TABLE"]
+    previous = {key: os.environ.get(key) for key in names}
     os.environ.update(LOCAL_ENV)
-    os.environ["AWS_ENDPOINT_URL_SSM"] = endpoint
+    os.environ["AWS_ENDPOINT_URL"] = endpoint
     try:
-        yield endpoint
+        queues = create_resources()
+        yield LocalAws(endpoint, queues["queue"], queues["dlq"])
     finally:
         server.stop()
         for key, value in previous.items():

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from devtools.gainsight_sandbox import Sandbox
-from devtools.local import ROOT, invoke, moto_ssm, seed_parameters
+from devtools.local import ROOT, invoke, moto_aws, seed_parameters
 
 
 def main(paths: list[str]) -> int:
@@ -19,7 +19,7 @@ def main(paths: list[str]) -> int:
         os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
         os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     files = [Path(p) for p in paths] or sorted((ROOT / "events").glob("*.json"))
-    with Sandbox() as sandbox, moto_ssm():
+    with Sandbox() as sandbox, moto_aws():
         seed_parameters(sandbox.url)
         for path in files:
             response = invoke(json.loads(path.read_text()))

@@ -78,12 +78,12 @@ class LocalApi:
 
 def main() -> None:
     from devtools.gainsight_sandbox import Sandbox
-    from devtools.local import DEMO_WRITE_KEY, moto_ssm, seed_parameters
+    from devtools.local import DEMO_WRITE_KEY, moto_aws, seed_parameters
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=3000)
     args = parser.parse_args()
-    with Sandbox() as sandbox, moto_ssm(), LocalApi(args.port) as api:
+    with Sandbox() as sandbox, moto_aws(), LocalApi(args.port) as api:
         seed_parameters(sandbox.url)
         print(f"Local API on {api.url} (write key {DEMO_WRITE_KEY!r}); POST {api.url}/v1/batch")
         print(f"Gainsight sandbox state: {sandbox.url}/_sandbox/state   (Ctrl-C to stop)")

@@ -30,6 +30,7 @@ def _ingest(path_type: str | None) -> Response:
             headers=event.raw_event.get("headers") or {},  # API Gateway sends null when there are none
             path_type=path_type,
             remaining_seconds=router.lambda_context.get_remaining_time_in_millis() / 1000,
+            lambda_context=router.lambda_context,
         )
     )
     return _json(answer.status_code, answer.body)

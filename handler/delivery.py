@@ -9,11 +9,14 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from errors import DestinationError, GainsightError
 from gainsight import MAX_WRITE_RECORDS, Gainsight
 from mapping import CompanyUpsert, EventPublish, Operation, PersonUpsert
+
+if TYPE_CHECKING:
+    from exactly_once import OncePublisher
 
 QUERY_CHUNK = 100  # names per IN query: keeps the request body small and the answer under 5,000 rows
 
@@ -142,10 +145,13 @@ class CompanyCache:
 class Delivery:
     """Runs one batch's plan against Gainsight on a bounded pool of threads."""
 
-    def __init__(self, gainsight: Gainsight, executor: Executor, cache: CompanyCache) -> None:
+    def __init__(
+        self, gainsight: Gainsight, executor: Executor, cache: CompanyCache, once: OncePublisher | None = None
+    ) -> None:
         self.gainsight = gainsight
         self.executor = executor
         self.cache = cache
+        self.once = once
         self.scope = gainsight.destination.base_url
 
     def run(self, operations: Sequence[tuple[int, Operation]]) -> dict[int, Outcome]:
@@ -170,8 +176,14 @@ class Delivery:
         return outcomes
 
     def _publish(self, index: int, op: EventPublish) -> dict[int, Outcome]:
-        try:
+        def send() -> None:
             self.gainsight.publish_event(op.headers, op.body)
+
+        try:
+            if self.once is None:
+                send()
+            else:
+                self.once.publish(op.event_id, send)
         except GainsightError as error:
             return {index: outcome_of(error)}
         return {index: DELIVERED}

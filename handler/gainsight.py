@@ -95,6 +95,8 @@ class Call:
     operation: str
     outcome: str  # "ok", "rejected" or "failed"
     latency_ms: float
+    throttled: int = 0  # 429 answers seen, retries included
+    auth_rejected: bool = False
 
 
 @dataclass
@@ -224,18 +226,27 @@ class Gainsight:
         absent_ok: bool = False,
     ) -> Mapping[str, Any]:
         started = time.monotonic()
+        throttled, auth_rejected = 0, False
         try:
-            reply = self._send(operation, method, path, body, headers=headers, absent_ok=absent_ok)
+            response = self._send(operation, method, path, body, headers)
+            history = response.retries.history if response.retries else ()
+            throttled = sum(1 for attempt in history if attempt.status == 429) + (response.status == 429)
+            reply = _json(response.data)
+            auth_rejected = response.status in (401, 403) or reply.get("errorCode") in AUTH_ERROR_CODES
+            if absent_ok and _means_absent(response.status, reply):
+                reply = {}
+            elif (refusal := error_for(response.status, reply, operation)) is not None:
+                raise refusal
         except GainsightError as error:
             outcome = "failed" if error.retryable else "rejected"
-            self.log.add(Call(operation, outcome, (time.monotonic() - started) * 1000))
+            self.log.add(Call(operation, outcome, (time.monotonic() - started) * 1000, throttled, auth_rejected))
             raise
-        self.log.add(Call(operation, "ok", (time.monotonic() - started) * 1000))
+        self.log.add(Call(operation, "ok", (time.monotonic() - started) * 1000, throttled))
         return reply
 
     def _send(
-        self, operation: str, method: str, path: str, body: Any, *, headers: Mapping[str, str] | None, absent_ok: bool
-    ) -> Mapping[str, Any]:
+        self, operation: str, method: str, path: str, body: Any, headers: Mapping[str, str] | None
+    ) -> urllib3.BaseHTTPResponse:
         wait = self.throttle.remaining()
         if time.monotonic() + wait >= self.deadline:
             raise GainsightError(
@@ -285,13 +296,7 @@ class Gainsight:
                 retryable=True,
                 code="timeout" if timed_out else "connection",
             ) from error
-        reply = _json(response.data)
-        if absent_ok and _means_absent(response.status, reply):
-            return {}
-        refusal = error_for(response.status, reply, operation)
-        if refusal is not None:
-            raise refusal
-        return reply
+        return response
 
 
 def _means_absent(status: int, reply: Mapping[str, Any]) -> bool:

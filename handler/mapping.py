@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -82,10 +83,11 @@ class CompanyUpsert:
 
 @dataclass(frozen=True, slots=True)
 class EventPublish:
-    """track: one Events Framework event."""
+    """track: one Events Framework event, published at most once per `event_id`."""
 
     headers: Mapping[str, str]
     body: Mapping[str, Any]
+    event_id: str = ""
 
 
 Operation = PersonUpsert | CompanyUpsert | EventPublish
@@ -250,7 +252,29 @@ def event_publish(event: Mapping[str, Any], destination: Destination) -> EventPu
     if contract_id:
         headers["contractId"] = contract_id
     body = {key: value for key, value in _object(event.get("properties")).items() if value is not None}
-    return EventPublish(headers=headers, body=body)
+    return EventPublish(headers=headers, body=body, event_id=event_id(event))
+
+
+def person_key(event: Mapping[str, Any]) -> str:
+    """Whose event this is, for per-person ordering: email, else userId, else anonymousId."""
+    context = _object(event.get("context"))
+    email = _first((_object(event.get("traits")), _object(context.get("traits"))), ("email",))
+    if isinstance(email, str) and email.strip():
+        return "email:" + email.strip().lower()
+    for field_name in ("userId", "anonymousId"):
+        value = event.get(field_name)
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
+            return f"{field_name}:{value}"
+    return "event:" + event_id(event)
+
+
+def event_id(event: Mapping[str, Any]) -> str:
+    """A stable identity for deduplication: the messageId, else a hash of the event's content."""
+    message_id = event.get("messageId")
+    if isinstance(message_id, str) and message_id.strip():
+        return message_id.strip()
+    canonical = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def operation(event: Mapping[str, Any], destination: Destination) -> Operation:

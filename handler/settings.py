@@ -22,6 +22,10 @@ class Settings:
     connect_timeout: float
     read_timeout: float
     company_cache_seconds: float
+    retry_queue_url: str
+    barrier_table: str
+    idempotency_table: str
+    idempotency_expiry_seconds: int
 
 
 def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
@@ -61,6 +65,10 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         connect_timeout=_number(env, "GAINSIGHT_CONNECT_TIMEOUT", 2.0, minimum=0.1),
         read_timeout=_number(env, "GAINSIGHT_READ_TIMEOUT", 5.0, minimum=0.1),
         company_cache_seconds=_number(env, "COMPANY_CACHE_SECONDS", 300.0, minimum=0),
+        retry_queue_url=_required(env, "RETRY_QUEUE_URL"),
+        barrier_table=_required(env, "BARRIER_TABLE"),
+        idempotency_table=_required(env, "IDEMPOTENCY_TABLE"),
+        idempotency_expiry_seconds=int(_number(env, "IDEMPOTENCY_EXPIRY_SECONDS", 86400, minimum=60)),
     )
 
 

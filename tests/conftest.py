@@ -11,7 +11,15 @@ from collections.abc import Iterator
 import pytest
 
 from devtools.gainsight_sandbox import Sandbox
-from devtools.local import LOCAL_ENV, moto_ssm, seed_parameters, use_handler_path
+from devtools.local import (
+    BARRIER_TABLE,
+    IDEMPOTENCY_TABLE,
+    LOCAL_ENV,
+    LocalAws,
+    moto_aws,
+    seed_parameters,
+    use_handler_path,
+)
 
 # Powertools reads these when the handler modules are imported, before any fixture runs.
 for _name in ("POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"):
@@ -25,9 +33,23 @@ from settings import settings  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    with moto_ssm() as endpoint:
-        yield endpoint
+def aws() -> Iterator[LocalAws]:
+    """moto on loopback: SSM, the retry queue and its DLQ, the barrier and idempotency tables."""
+    with moto_aws() as local:
+        yield local
+
+
+def empty_aws(local: LocalAws) -> None:
+    import boto3
+
+    sqs, dynamodb = boto3.client("sqs"), boto3.client("dynamodb")
+    for url in (local.queue, local.dlq):  # PurgeQueue is allowed once a minute: receive and delete
+        while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
+            for message in messages:
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    for table, key in ((BARRIER_TABLE, "person"), (IDEMPOTENCY_TABLE, "id")):
+        for item in dynamodb.scan(TableName=table, ProjectionExpression=key)["Items"]:
+            dynamodb.delete_item(TableName=table, Key={key: item[key]})
 
 
 @pytest.fixture(scope="session")
@@ -43,13 +65,17 @@ def clear_caches() -> None:
     settings.cache_clear()
     parameters_store._destination.cache_clear()
     metrics.clear_metrics()
-    ingest._cache = None
+    if ingest._container is not None:
+        ingest._container.executor.shutdown(wait=False)
+        ingest._container = None  # a fresh container: no company Gsids remembered
 
 
 @pytest.fixture
-def sandbox(sandbox_server: Sandbox, moto_endpoint: str) -> Iterator[Sandbox]:
-    """The Gainsight sandbox, empty, with the demo destination config pointing at it."""
+def sandbox(sandbox_server: Sandbox, aws: LocalAws) -> Iterator[Sandbox]:
+    """The Gainsight sandbox, empty, with the demo destination config pointing at it, and empty
+    retry queues and tables."""
     sandbox_server.state.reset()
+    empty_aws(aws)
     seed_parameters(sandbox_server.url)
     clear_caches()
     yield sandbox_server

@@ -52,3 +52,13 @@ def group(name: str | None = "Acme", email: str = "ada@example.com", message_id:
 
 def track(event: str = "Ticket Closed", message_id: str = "m-track", **properties: Any) -> dict[str, Any]:
     return {"type": "track", "messageId": message_id, "event": event, "properties": properties}
+
+
+def queue_depth(queue_url: str) -> int:
+    """Messages in a queue, visible or in flight."""
+    import boto3
+
+    attributes = boto3.client("sqs").get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])

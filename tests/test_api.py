@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import time
 
 import pytest
 
 from devtools.gainsight_sandbox import Fault, Sandbox
-from devtools.local import api_event, demo_config, invoke, seed_parameters
-from tests.helpers import group, identify, post, track
+from devtools.local import LocalAws, api_event, demo_config, drain, invoke, seed_parameters
+from tests.helpers import group, identify, post, queue_depth, track
 
 
 def test_identify_upserts_the_person_keyed_on_email(sandbox: Sandbox) -> None:
@@ -216,46 +217,64 @@ def test_5xx_is_retried_then_delivered(sandbox: Sandbox) -> None:
     assert len(sandbox.state.snapshot()["events"]) == 1
 
 
-def test_persistent_5xx_fails_the_event_and_answers_503(sandbox: Sandbox, monkeypatch) -> None:
+def test_persistent_5xx_parks_the_event_and_answers_200(sandbox: Sandbox, aws: LocalAws, monkeypatch) -> None:
+    # Given Gainsight failing every call
     monkeypatch.setenv("GAINSIGHT_MAX_RETRIES", "2")
-    sandbox.fail(Fault(status=500, times=10))
+    sandbox.fail(Fault(status=500, times=3))
+    # When a batch arrives
     reply = post("/v1/batch", {"batch": [track(message_id="t"), identify(email=None, message_id="bad")]})
-    assert reply.status == 503
-    assert reply.outcomes == ["failed", "rejected"]
-    assert reply.body["results"][0]["statusCode"] == 500
-    assert reply.body["results"][0]["error"] == "Gainsight GU_1101: Oops, something went wrong."
+    # Then the deliverable event is kept for retry, the bad one rejected, and the sender is done
+    assert reply.status == 200
+    assert reply.outcomes == ["deferred", "rejected"]
+    assert reply.body["results"][0]["statusCode"] == 202
+    assert reply.body["results"][0]["error"] == "queued for retry: Gainsight GU_1101: Oops, something went wrong."
     assert sandbox.state.count("event_publish") == 3
+    assert queue_depth(aws.queue) == 1
+    # And once Gainsight recovers, the retry consumer delivers it
+    drain(aws.queue)
+    assert [e["body"] for e in sandbox.state.snapshot()["events"]] == [{}]
+    assert queue_depth(aws.queue) == 0
 
 
-def test_persistent_429_answers_429(sandbox: Sandbox, monkeypatch) -> None:
+def test_persistent_429_parks_the_event(sandbox: Sandbox, aws: LocalAws, monkeypatch) -> None:
     monkeypatch.setenv("GAINSIGHT_MAX_RETRIES", "1")
-    sandbox.fail(Fault(status=429, times=10))
+    sandbox.fail(Fault(status=429, times=2))
     reply = post("/v1/track", track())
-    assert reply.status == 429
-    assert reply.body["results"][0] | {"error": None} == {
-        "index": 0, "messageId": "m-track", "type": "track", "outcome": "failed", "statusCode": 429, "error": None,
+    assert reply.status == 200
+    assert reply.body["results"][0] == {
+        "index": 0, "messageId": "m-track", "type": "track", "outcome": "deferred", "statusCode": 202,
+        "error": "queued for retry: Gainsight GU_2400: Too many request",
     }  # fmt: skip
 
 
-def test_timeouts_are_retried_then_failed(sandbox: Sandbox, monkeypatch) -> None:
+def test_timeouts_are_retried_then_parked(sandbox: Sandbox, monkeypatch) -> None:
     monkeypatch.setenv("GAINSIGHT_READ_TIMEOUT", "0.3")
     monkeypatch.setenv("GAINSIGHT_MAX_RETRIES", "1")
     sandbox.fail(Fault(delay=1.0, times=2))
     reply = post("/v1/identify", identify())
+    assert (reply.status, reply.outcomes) == (200, ["deferred"])
+    assert reply.body["results"][0]["error"].startswith("queued for retry: Gainsight timed out")
+
+
+def test_when_parking_fails_the_event_fails_with_503(sandbox: Sandbox, monkeypatch) -> None:
+    monkeypatch.setenv("RETRY_QUEUE_URL", "http://127.0.0.1:1/000000000000/missing.fifo")
+    sandbox.fail(Fault(status=503, times=10))
+    reply = post("/v1/batch", {"batch": [track(message_id="t"), identify(message_id="i")]})
     assert reply.status == 503
-    assert reply.body["results"][0]["statusCode"] == 504
-    assert reply.body["results"][0]["error"].startswith("Gainsight timed out")
+    assert reply.outcomes == ["failed", "failed"]
+    assert reply.body["results"][0]["error"].startswith("event could not be parked for retry: queue unavailable")
 
 
-def test_the_tenant_quota_answers_429_when_the_retry_would_pass_the_budget(sandbox: Sandbox) -> None:
+def test_the_tenant_quota_parks_what_it_cannot_take(sandbox: Sandbox, aws: LocalAws) -> None:
     # Given a tenant with 2 calls left this minute (Gainsight answers Retry-After: 60 past it)
     sandbox.state.faults.quota_per_minute = 2
     # When a batch needs three calls
     reply = post("/v1/batch", {"batch": [track(message_id=str(n)) for n in range(3)]})
-    # Then two are delivered and the third fails as throttled, so the sender retries later
-    assert sorted(reply.outcomes) == ["delivered", "delivered", "failed"]
-    assert reply.status == 429
+    # Then two are delivered and the third waits in the retry queue
+    assert sorted(reply.outcomes) == ["deferred", "delivered", "delivered"]
+    assert reply.status == 200
     assert sandbox.state.count() == 3
+    assert queue_depth(aws.queue) == 1
 
 
 def test_a_request_without_headers_is_401_not_an_error(sandbox: Sandbox) -> None:
@@ -273,8 +292,10 @@ def test_a_dropped_connection_is_retried(sandbox: Sandbox) -> None:
 def test_retry_after_past_the_budget_is_not_waited_for(sandbox: Sandbox, monkeypatch) -> None:
     monkeypatch.setenv("DELIVERY_BUDGET_SECONDS", "2")
     sandbox.fail(Fault(status=429, retry_after="120"))
+    started = time.monotonic()
     reply = post("/v1/track", track())
-    assert reply.status == 429
+    assert time.monotonic() - started < 1.5
+    assert reply.outcomes == ["deferred"]
     assert sandbox.state.count() == 1  # no retry: it could only have landed after the budget
 
 
@@ -286,14 +307,13 @@ def test_gainsight_4xx_rejects_the_event_with_gainsights_error(sandbox: Sandbox)
     assert reply.body["results"][0]["error"] == "Gainsight GSOBJ_VDT1001: Invalid Email (not-an-email)"
 
 
-def test_rejected_access_key_fails_with_a_clear_message(sandbox: Sandbox) -> None:
+def test_rejected_access_key_parks_events_with_a_clear_message(sandbox: Sandbox, aws: LocalAws) -> None:
     seed_parameters(sandbox.url, access_key="revoked-key")
     reply = post("/v1/identify", identify())
-    assert reply.status == 503
-    result = reply.body["results"][0]
-    assert (result["outcome"], result["statusCode"]) == ("failed", 401)
-    assert result["error"].startswith("Gainsight rejected the access key")
-    assert sandbox.state.count() == 1  # a bad key is not retried
+    assert (reply.status, reply.outcomes) == (200, ["deferred"])
+    assert reply.body["results"][0]["error"].startswith("queued for retry: Gainsight rejected the access key")
+    assert sandbox.state.count() == 1  # a bad key is not retried at once: it waits for the operator
+    assert queue_depth(aws.queue) == 1
 
 
 # -- configuration ------------------------------------------------------------------
@@ -312,19 +332,18 @@ def test_rejected_access_key_fails_with_a_clear_message(sandbox: Sandbox) -> Non
 def test_bad_configuration_fails_every_event_naming_the_key(sandbox: Sandbox, config, message, log_output) -> None:
     seed_parameters(sandbox.url, config=config)
     reply = post("/v1/batch", {"batch": [identify(), track()]})
-    assert reply.status == 503
-    assert reply.outcomes == ["failed", "failed"]
-    assert {r["statusCode"] for r in reply.body["results"]} == {500}
+    assert reply.status == 200
+    assert reply.outcomes == ["deferred", "deferred"]  # kept until the configuration is fixed
     assert all(message in r["error"] for r in reply.body["results"])
     errors = [line for line in map(json.loads, log_output.getvalue().splitlines()) if line["level"] == "ERROR"]
     assert len(errors) == 1
     assert message in errors[0]["reason"]
 
 
-def test_missing_ssm_parameter_fails_events_naming_it(sandbox: Sandbox, monkeypatch) -> None:
+def test_missing_ssm_parameter_parks_events_naming_it(sandbox: Sandbox, monkeypatch) -> None:
     monkeypatch.setenv("DESTINATION_CONFIG_PARAM", "/does/not/exist")
     reply = post("/v1/identify", identify())
-    assert reply.status == 503
+    assert reply.outcomes == ["deferred"]
     assert "SSM parameter /does/not/exist could not be read" in reply.body["results"][0]["error"]
 
 
@@ -348,7 +367,7 @@ def test_an_unexpected_error_is_a_503_without_a_stack_trace(sandbox: Sandbox, mo
     def broken(*args, **kwargs):
         raise RuntimeError("boom at line 42")
 
-    monkeypatch.setattr(ingest, "deliver", broken)
+    monkeypatch.setattr(ingest, "process", broken)
     reply = post("/v1/identify", identify())
     assert (reply.status, reply.body) == (503, {"code": "internal_error", "message": "internal error; retry later"})
 

@@ -10,7 +10,14 @@ from config import base_url, parse_destination
 from errors import ConfigurationError
 from settings import parse_settings
 
-REQUIRED_ENV = {"DESTINATION_CONFIG_PARAM": "/c", "ACCESS_KEY_PARAM": "/a", "WRITE_KEYS_PARAM": "/w"}
+REQUIRED_ENV = {
+    "DESTINATION_CONFIG_PARAM": "/c",
+    "ACCESS_KEY_PARAM": "/a",
+    "WRITE_KEYS_PARAM": "/w",
+    "RETRY_QUEUE_URL": "https://sqs/q.fifo",
+    "BARRIER_TABLE": "barriers",
+    "IDEMPOTENCY_TABLE": "idempotency",
+}
 
 
 @pytest.mark.parametrize(

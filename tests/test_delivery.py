@@ -155,8 +155,8 @@ def test_group_is_delivered_only_when_company_and_link_both_succeed(sandbox: San
     assert reply.body["results"][0]["error"] == "Gainsight GSOBJ_VDT1001: Invalid Email (not-an-email)"
     sandbox.fail(Fault(status=500, operation="company_query", times=10))
     reply = post("/v1/batch", {"batch": [group("Initech"), identify(email="grace@example.com")]})
-    assert reply.outcomes == ["failed", "delivered"]
-    assert reply.status == 503
+    assert reply.outcomes == ["deferred", "delivered"]
+    assert "Initech" not in {c["Name"] for c in sandbox.state.snapshot()["companies"]}
 
 
 def test_a_429_slows_every_call_down_together(sandbox: Sandbox) -> None:
@@ -181,5 +181,5 @@ def test_gainsight_down_for_the_whole_budget_still_answers_in_time(sandbox: Sand
     started = time.monotonic()
     reply = post("/v1/batch", {"batch": [track(message_id=str(n)) for n in range(20)] + [group()]})
     assert time.monotonic() - started < 2.5
-    assert reply.status == 503
-    assert set(reply.outcomes) == {"failed"}
+    assert reply.status == 200
+    assert set(reply.outcomes) == {"deferred"}

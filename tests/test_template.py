@@ -44,7 +44,7 @@ def test_env_var_names_in_the_template_are_the_names_the_code_reads(template, fu
         template["Globals"]["Function"]["Environment"]["Variables"]
     )
     # When the code parses its settings
-    env = RecordingEnv(dict.fromkeys(variables, "1") | {"DELIVERY_BUDGET_SECONDS": "8"})
+    env = RecordingEnv(dict.fromkeys(variables, "100"))
     parse_settings(env)
     # Then every variable the template sets is read (Powertools reads its own POWERTOOLS_* names)
     ours = {name for name in variables if not name.startswith("POWERTOOLS_")}
@@ -71,12 +71,71 @@ def test_routes_are_the_handlers_routes(function) -> None:
         assert f'@router.{method}("{path.replace("{", "<").replace("}", ">")}")' in source
 
 
-def test_the_function_may_only_read_and_decrypt_its_own_parameters(function) -> None:
+def _grants(function: dict[str, Any]) -> dict[str, tuple[set[str], list[Any]]]:
     statements = [s for policy in function["Policies"] for s in policy["Statement"]]
-    actions = {s["Sid"]: s["Action"] for s in statements}
-    assert actions == {"ReadOwnParameters": "ssm:GetParameter", "DecryptOnlyThroughSsm": "kms:Decrypt"}
-    read = next(s for s in statements if s["Sid"] == "ReadOwnParameters")
-    assert len(read["Resource"]) == 4
-    assert all("*" not in str(resource) for resource in read["Resource"])
-    decrypt = next(s for s in statements if s["Sid"] == "DecryptOnlyThroughSsm")
+    return {
+        s["Sid"]: ({s["Action"]} if isinstance(s["Action"], str) else set(s["Action"]), _list(s["Resource"]))
+        for s in statements
+    }
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_the_api_function_may_only_read_its_parameters_park_events_and_dedup(function) -> None:
+    grants = _grants(function)
+    assert {sid: actions for sid, (actions, _) in grants.items()} == {
+        "ReadOwnParameters": {"ssm:GetParameter"},
+        "DecryptOnlyThroughSsm": {"kms:Decrypt"},
+        "ParkForRetry": {"sqs:SendMessage"},
+        "PersonBarriers": {"dynamodb:BatchGetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
+        "TrackIdempotency": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
+    }
+    _assert_scoped(function, grants)
+    assert grants["ParkForRetry"][1] == [{"Fn::GetAtt": ["RetryQueue", "Arn"]}]
+
+
+def test_the_retry_function_may_only_consume_the_queue_it_drains(template) -> None:
+    function = template["Resources"]["RetryFunction"]["Properties"]
+    grants = _grants(function)
+    assert {sid: actions for sid, (actions, _) in grants.items()} == {
+        "ReadOwnParameters": {"ssm:GetParameter"},
+        "DecryptOnlyThroughSsm": {"kms:Decrypt"},
+        "ConsumeRetryQueue": {
+            "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes",
+        },
+        "PersonBarriers": {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
+        "TrackIdempotency": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
+    }  # fmt: skip
+    _assert_scoped(function, grants)
+    retry = function["Events"]["Retry"]["Properties"]
+    assert retry["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert retry["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "RetryConcurrency"}}
+    assert f"def {function['Handler'].split('.')[1]}(" in (ROOT / "handler" / "retry_app.py").read_text()
+
+
+def _assert_scoped(function: dict[str, Any], grants: dict[str, tuple[set[str], list[Any]]]) -> None:
+    # Only kms:Decrypt names "*", and only through SSM.
+    for sid, (_, resources) in grants.items():
+        if sid != "DecryptOnlyThroughSsm":
+            assert all("*" not in str(resource) for resource in resources), sid
+    assert len(grants["ReadOwnParameters"][1]) == 4
+    decrypt = next(s for p in function["Policies"] for s in p["Statement"] if s["Sid"] == "DecryptOnlyThroughSsm")
     assert "kms:ViaService" in decrypt["Condition"]["StringEquals"]
+
+
+def test_failed_events_dead_letter_and_alarms_watch_them(template) -> None:
+    resources = template["Resources"]
+    queue = resources["RetryQueue"]["Properties"]
+    assert queue["FifoQueue"] is True
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["RetryDeadLetterQueue", "Arn"]}
+    alarms = {name for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert alarms == {
+        "DeadLetterQueueNotEmptyAlarm", "OldestRetryAlarm", "CredentialsRejectedAlarm", "ErrorRateAlarm",
+        "ThrottlingAlarm", "ApiThrottlingAlarm",
+    }  # fmt: skip
+    # The metrics the alarms read are the ones the code emits.
+    ingest_source = (ROOT / "handler" / "ingest.py").read_text()
+    for name in ("CredentialsRejectedAlarm", "ThrottlingAlarm"):
+        assert f'name="{resources[name]["Properties"]["MetricName"]}"' in ingest_source

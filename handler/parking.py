@@ -1,0 +1,205 @@
+"""Durable retry at the edge: the SQS FIFO retry queue and the per-person barrier in DynamoDB.
+
+A parked event is one SQS message in the person's message group, plus one entry in the person's
+barrier item (`parked`: event id -> sequence). While a person has entries, their new events are
+parked behind them; the retry consumer releases an entry once its event is delivered or rejected,
+and only handles a person's oldest parked event, so nothing overtakes an event in the DLQ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from errors import DestinationError
+
+SQS_BATCH = 10
+DYNAMODB_BATCH_GET = 100
+BARRIER_TTL_SECONDS = 15 * 24 * 3600  # longer than SQS keeps a message (14 days at most)
+
+
+class ParkingError(DestinationError):
+    """The retry queue or the barrier table could not be written: the sender must retry."""
+
+    status_code = 503
+    retryable = True
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="parking_failed")
+
+
+@dataclass(frozen=True, slots=True)
+class Parcel:
+    """One event to park, with its place in its person's order."""
+
+    index: int
+    person: str  # the person key (see mapping.person_key)
+    event_id: str
+    sequence: str
+    event: Any
+    reason: str | None = None
+
+    def message(self) -> str:
+        return json.dumps(
+            {
+                "event": self.event,
+                "person": self.person,
+                "eventId": self.event_id,
+                "sequence": self.sequence,
+                "reason": self.reason,
+            },
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+
+
+def digest(value: str) -> str:
+    """A fixed-size, opaque id: SQS group/dedup ids and table keys carry no personal data."""
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:64]
+
+
+def sequence(index: int) -> str:
+    """Sortable position of a parked event: parking time, then its index in the request."""
+    return f"{time.time_ns():020d}-{index:06d}"
+
+
+class RetryStore:
+    """The retry queue and the barrier table, through boto3 clients created once per container."""
+
+    def __init__(self, queue_url: str, barrier_table: str, sqs: Any, dynamodb: Any) -> None:
+        self.queue_url = queue_url
+        self.table = barrier_table
+        self.sqs = sqs
+        self.dynamodb = dynamodb
+
+    def blocked(self, persons: Iterable[str]) -> set[str]:
+        """Which of these persons have parked events.
+
+        Raises:
+            ParkingError: when the barrier table cannot be read.
+        """
+        keys = sorted(set(persons))
+        found: set[str] = set()
+        by_digest = {digest(p): p for p in keys}
+        try:
+            for start in range(0, len(keys), DYNAMODB_BATCH_GET):
+                request = {
+                    self.table: {
+                        "Keys": [{"person": {"S": digest(p)}} for p in keys[start : start + DYNAMODB_BATCH_GET]],
+                        "ProjectionExpression": "person",
+                    }
+                }
+                while request:
+                    reply = self.dynamodb.batch_get_item(RequestItems=request)
+                    found |= {by_digest[item["person"]["S"]] for item in reply["Responses"].get(self.table, [])}
+                    request = reply.get("UnprocessedKeys") or {}
+        except Exception as error:  # botocore raises many types; all mean "not readable now"
+            raise ParkingError(f"barrier table could not be read ({type(error).__name__})") from error
+        return found
+
+    def park(self, parcels: Sequence[Parcel]) -> dict[int, ParkingError]:
+        """Park the parcels in order; the indexes that could not be parked, with why."""
+        failed: dict[int, ParkingError] = {}
+        by_person: dict[str, list[Parcel]] = {}
+        for parcel in parcels:
+            by_person.setdefault(parcel.person, []).append(parcel)
+        writable: list[Parcel] = []
+        for person, own in by_person.items():
+            try:
+                self._hold(person, own)
+            except Exception as error:
+                failed.update(dict.fromkeys((p.index for p in own), _parking_error("barrier", error)))
+            else:
+                writable.extend(own)
+        writable.sort(key=lambda p: p.index)
+        for start in range(0, len(writable), SQS_BATCH):
+            chunk = writable[start : start + SQS_BATCH]
+            entries = [
+                {
+                    "Id": str(p.index),
+                    "MessageBody": p.message(),
+                    "MessageGroupId": digest(p.person),
+                    "MessageDeduplicationId": digest(p.event_id),
+                }
+                for p in chunk
+            ]
+            try:
+                reply = self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+                unsent = {int(entry["Id"]) for entry in reply.get("Failed", [])}
+            except Exception as error:
+                reply_error = _parking_error("queue", error)
+                failed.update(dict.fromkeys((p.index for p in chunk), reply_error))
+                unsent = {p.index for p in chunk}
+            else:
+                failed.update({index: ParkingError("retry queue refused the message") for index in unsent})
+            for parcel in chunk:
+                if parcel.index in unsent:
+                    self._release_quietly(parcel.person, parcel.event_id)
+        return failed
+
+    def waiting_before(self, person: str, event_ids: Iterable[str], position: str) -> bool:
+        """Whether an older parked event of this person, not among `event_ids`, is still waiting
+        (in flight elsewhere or in the dead-letter queue)."""
+        reply = self.dynamodb.get_item(TableName=self.table, Key={"person": {"S": digest(person)}}, ConsistentRead=True)
+        parked = reply.get("Item", {}).get("parked", {}).get("M", {})
+        mine = {digest(event_id) for event_id in event_ids}
+        return any(entry["S"] < position for key, entry in parked.items() if key not in mine)
+
+    def release(self, person: str, event_id: str) -> None:
+        """Drop a delivered or rejected event from its person's barrier; the item goes when empty."""
+        key = {"person": {"S": digest(person)}}
+        conditional_failed = self.dynamodb.exceptions.ConditionalCheckFailedException
+        try:
+            # The condition stops UpdateItem from creating an empty item for a person with none.
+            self.dynamodb.update_item(
+                TableName=self.table,
+                Key=key,
+                UpdateExpression="REMOVE parked.#e",
+                ConditionExpression="attribute_exists(person)",
+                ExpressionAttributeNames={"#e": digest(event_id)},
+            )
+            self.dynamodb.delete_item(
+                TableName=self.table,
+                Key=key,
+                ConditionExpression="attribute_not_exists(parked) OR size(parked) = :zero",
+                ExpressionAttributeValues={":zero": {"N": "0"}},
+            )
+        except conditional_failed:
+            pass  # nothing was parked, or other events of this person still are
+
+    def _hold(self, person: str, parcels: Sequence[Parcel]) -> None:
+        key = {"person": {"S": digest(person)}}
+        self.dynamodb.update_item(
+            TableName=self.table,
+            Key=key,
+            UpdateExpression="SET parked = if_not_exists(parked, :empty), expiresAt = :expires",
+            ExpressionAttributeValues={
+                ":empty": {"M": {}},
+                ":expires": {"N": str(int(time.time()) + BARRIER_TTL_SECONDS)},
+            },
+        )
+        # One SET per event; if_not_exists keeps the first position of an event parked twice.
+        names = {f"#e{n}": digest(p.event_id) for n, p in enumerate(parcels)}
+        values = {f":s{n}": {"S": p.sequence} for n, p in enumerate(parcels)}
+        assignments = ", ".join(f"parked.#e{n} = if_not_exists(parked.#e{n}, :s{n})" for n in range(len(parcels)))
+        self.dynamodb.update_item(
+            TableName=self.table,
+            Key=key,
+            UpdateExpression=f"SET {assignments}",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+
+    def _release_quietly(self, person: str, event_id: str) -> None:
+        try:
+            self.release(person, event_id)
+        except Exception:  # the barrier entry expires with its TTL
+            return
+
+
+def _parking_error(what: str, error: Exception) -> ParkingError:
+    return ParkingError(f"event could not be parked for retry: {what} unavailable ({type(error).__name__})")

@@ -279,7 +279,8 @@ class Gainsight:
             response = self.http.request(
                 method,
                 self.destination.base_url + path,
-                body=json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(),
+                # ASCII-escaped: a lone surrogate from a sender's JSON cannot be encoded as UTF-8.
+                body=json.dumps(body, separators=(",", ":")).encode(),
                 headers=request_headers,
                 timeout=urllib3.Timeout(
                     connect=min(self.connect_timeout, remaining), read=min(self.read_timeout, remaining)

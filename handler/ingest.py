@@ -13,7 +13,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
-from parking import Parcel, ParkingError, RetryStore, sequence
+from parking import Parcel, ParkingError, RetryStore, parking_id, sequence
 
 import intake
 import mapping
@@ -190,7 +190,7 @@ def process(
         return outcomes
     if returned is None:
         persons = {index: mapping.person_key(events[index]) for index in candidates}
-        event_ids = {index: mapping.event_id(events[index]) for index in candidates}
+        event_ids = {index: parking_id(events[index]) for index in candidates}
     else:
         persons = {index: returned[index].person for index in candidates}
         event_ids = {index: returned[index].event_id for index in candidates}

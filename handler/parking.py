@@ -44,22 +44,22 @@ class Parcel:
     reason: str | None = None
 
     def message(self) -> str:
-        return json.dumps(
-            {
-                "event": self.event,
-                "person": self.person,
-                "eventId": self.event_id,
-                "sequence": self.sequence,
-                "reason": self.reason,
-            },
-            separators=(",", ":"),
-            ensure_ascii=False,
-        )
+        body = {"event": self.event, "person": self.person, "eventId": self.event_id, "sequence": self.sequence}
+        return json.dumps(body | {"reason": self.reason}, separators=(",", ":"))
 
 
 def digest(value: str) -> str:
     """A fixed-size, opaque id: SQS group/dedup ids and table keys carry no personal data."""
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:64]
+
+
+def parking_id(event: Any) -> str:
+    """A parked event's identity: its whole content. A sender's retry of the same event parks it
+    once (SQS deduplication); two different events that share a messageId both stay."""
+    return (
+        "sha256:"
+        + hashlib.sha256(json.dumps(event, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+    )
 
 
 def sequence(index: int) -> str:

@@ -13,6 +13,8 @@ from observability import logger, metrics
 
 # A failed message holds back the later messages of its group (its person) in the same batch.
 processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+# Report an all-failed batch as batchItemFailures too, not as a Lambda error (its __init__ has no such option).
+processor.raise_on_entire_batch_failure = False
 
 
 class RetryLater(Exception):

@@ -101,7 +101,7 @@ def test_any_single_event_gets_an_outcome(sandbox: Sandbox, event: dict[str, Any
     http_api=st.booleans(),
 )
 def test_any_bytes_and_headers_get_a_clear_answer(
-    sandbox: Sandbox, body: bytes, as_base64: bool, encoding: str | None, authorization: str | None, http_api: bool
+    sandbox: Sandbox, *, body: bytes, as_base64: bool, encoding: str | None, authorization: str | None, http_api: bool
 ) -> None:
     headers = {"Content-Encoding": encoding} if encoding is not None else {}
     event = api_event("/v1/batch", body, write_key=None, headers=headers, base64_body=as_base64, http_api=http_api)
@@ -152,7 +152,8 @@ def test_hostile_bodies(sandbox: Sandbox, body: bytes, headers: dict[str, str], 
 def test_lone_surrogates_and_odd_values_are_delivered_or_rejected(sandbox: Sandbox) -> None:
     batch = (
         '[{"type": "identify", "messageId": "s1", "traits": {"email": "ada@example.com", "name": "\\ud800"}},'
-        ' {"type": "track", "messageId": "s2", "event": "Ticket Closed", "properties": {"note": "\\udfff", "n": 1e308}},'
+        ' {"type": "track", "messageId": "s2", "event": "Ticket Closed",'
+        '  "properties": {"note": "\\udfff", "n": 1e308}},'
         ' {"type": "group", "messageId": "s3", "traits": {"name": 12345, "employees": "12"},'
         '  "context": {"traits": {"email": "ada@example.com"}}},'
         ' {"type": "identify", "messageId": "s4", "traits": {"email": ["ada@example.com"]}}]'

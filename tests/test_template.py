@@ -125,6 +125,14 @@ def _assert_scoped(function: dict[str, Any], grants: dict[str, tuple[set[str], l
     assert "kms:ViaService" in decrypt["Condition"]["StringEquals"]
 
 
+def test_the_api_is_throttled_so_one_sender_cannot_take_every_lambda(template) -> None:
+    [stage] = template["Resources"]["Api"]["Properties"]["MethodSettings"]
+    assert (stage["ResourcePath"], stage["HttpMethod"]) == ("/*", "*")
+    assert stage["ThrottlingRateLimit"] == {"Ref": "ApiRateLimit"}
+    rate, budget = (template["Parameters"][name]["Default"] for name in ("ApiRateLimit", "DeliveryBudgetSeconds"))
+    assert rate * budget <= 250  # concurrent executions the API can hold at its steady rate
+
+
 def test_failed_events_dead_letter_and_alarms_watch_them(template) -> None:
     resources = template["Resources"]
     queue = resources["RetryQueue"]["Properties"]

@@ -48,13 +48,17 @@ def base_url(domain: str) -> str:
         ConfigurationError: when it is neither, or asks for plain http to a non-loopback host.
     """
     value = domain.strip()
+    if "@" in value:
+        raise ConfigurationError("domain must not contain credentials (user:password@)")  # and is not echoed
     if "://" not in value:
         if not _HOST.match(value):
             raise ConfigurationError(f"domain {value!r} is not a host name or an https:// URL")
         return f"https://{value}"
     parts = urlsplit(value)
     host = parts.hostname or ""
-    if parts.scheme not in ("https", "http") or not host or parts.username or parts.query or parts.fragment:
+    if parts.username or parts.password:
+        raise ConfigurationError("domain must not contain credentials (user:password@)")  # and is not echoed
+    if parts.scheme not in ("https", "http") or not host or parts.query or parts.fragment:
         raise ConfigurationError(f"domain {value!r} is not a host name or an https:// URL")
     if parts.scheme == "http" and not _is_loopback(host):
         raise ConfigurationError(f"domain {value!r} must use https (plain http is only allowed for loopback hosts)")

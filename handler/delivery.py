@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from errors import DestinationError, GainsightError
 from gainsight import MAX_WRITE_RECORDS, Gainsight
-from mapping import CompanyUpsert, EventPublish, Operation, PersonUpsert
+from mapping import CompanyUpsert, EventPublish, Operation, PersonUpsert, email_key
 
 if TYPE_CHECKING:
     from exactly_once import OncePublisher
@@ -48,12 +48,16 @@ class CompanyWrite:
 
     name: str
     fields: dict[str, Any] = field(default_factory=dict)
-    events: list[int] = field(default_factory=list)
+    parts: list[tuple[int, Mapping[str, Any]]] = field(default_factory=list)  # each event's own traits
+
+    @property
+    def events(self) -> list[int]:
+        return [index for index, _ in self.parts]
 
 
 @dataclass
 class PersonWrite:
-    """Every identify and group event of one email: one People PUT."""
+    """Every identify and group event of one person: one People PUT."""
 
     email: str
     parts: list[tuple[int, PersonUpsert | CompanyUpsert]] = field(default_factory=list)
@@ -66,22 +70,27 @@ class PersonWrite:
 @dataclass
 class Plan:
     companies: dict[str, CompanyWrite] = field(default_factory=dict)
-    people: dict[str, PersonWrite] = field(default_factory=dict)
-    events: list[tuple[int, EventPublish]] = field(default_factory=list)
+    people: dict[str, PersonWrite] = field(default_factory=dict)  # by person key
+    events: dict[str, list[tuple[int, EventPublish]]] = field(default_factory=dict)  # tracks by person key
 
 
-def plan(operations: Iterable[tuple[int, Operation]]) -> Plan:
-    """Group a batch's operations (given in event order) by company name and person email."""
+def plan(operations: Iterable[tuple[int, Operation]], persons: Mapping[int, str] | None = None) -> Plan:
+    """Group a batch's operations (given in event order) by company name and by person: the
+    person key of identify and group events is their email, case folded; `persons` gives the
+    key of each track event (see mapping.person_key)."""
     result = Plan()
     for index, op in operations:
         if isinstance(op, EventPublish):
-            result.events.append((index, op))
+            key = persons.get(index, f"event:{index}") if persons is not None else f"event:{index}"
+            result.events.setdefault(key, []).append((index, op))
             continue
         if isinstance(op, CompanyUpsert):
             company = result.companies.setdefault(op.name, CompanyWrite(op.name))
             company.fields.update(op.fields)
-            company.events.append(index)
-        result.people.setdefault(op.email, PersonWrite(op.email)).parts.append((index, op))
+            company.parts.append((index, op.fields))
+        person = result.people.setdefault("email:" + email_key(op.email), PersonWrite(op.email))
+        person.email = op.email  # the latest spelling
+        person.parts.append((index, op))
     return result
 
 
@@ -96,6 +105,7 @@ def person_body(
             body.update(op.fields)
         elif gsids[op.name] not in companies:
             companies.append(gsids[op.name])
+    body["Email"] = email
     if companies:
         body["companies"] = [{"Company_ID": gsid} for gsid in companies]
     return body
@@ -141,9 +151,17 @@ class CompanyCache:
 
 # -- execution -----------------------------------------------------------------
 
+HELD = Outcome("failed", 409, "held behind an earlier event of this person that could not be delivered", "held")
+
 
 class Delivery:
-    """Runs one batch's plan against Gainsight on a bounded pool of threads."""
+    """Runs one batch's plan against Gainsight on a bounded pool of threads.
+
+    Each person's work is a chain: their merged People PUT, then their track events one by one in
+    event order; a chain stops at its first transient failure and holds the rest, so nothing of a
+    person is applied after an earlier event of theirs that is going to be retried. Chains of
+    different people run concurrently.
+    """
 
     def __init__(
         self, gainsight: Gainsight, executor: Executor, cache: CompanyCache, once: OncePublisher | None = None
@@ -154,28 +172,48 @@ class Delivery:
         self.once = once
         self.scope = gainsight.destination.base_url
 
-    def run(self, operations: Sequence[tuple[int, Operation]]) -> dict[int, Outcome]:
+    def run(
+        self, operations: Sequence[tuple[int, Operation]], persons: Mapping[int, str] | None = None
+    ) -> dict[int, Outcome]:
         """Deliver the operations; every index given gets an outcome."""
-        work = plan(operations)
+        work = plan(operations, persons)
         pending: list[Future[dict[int, Outcome]]] = []
-        pending += [self.executor.submit(self._publish, index, op) for index, op in work.events]
-        # People without company links depend on nothing: send them while companies are written.
-        pending += [self.executor.submit(self._person, p, {}) for p in work.people.values() if not p.links]
-        gsids, company_errors = self._companies(list(work.companies.values()))
-        outcomes: dict[int, Outcome] = {}
-        for company in work.companies.values():
-            if company.name in company_errors:
-                outcomes.update(dict.fromkeys(company.events, outcome_of(company_errors[company.name])))
-        for person in work.people.values():
+        # Chains that need no company Gsid start at once, while companies are written.
+        for key, tracks in work.events.items():
+            if key not in work.people:
+                pending.append(self.executor.submit(self._chain, None, {}, tracks))
+        for key, person in work.people.items():
+            if not person.links:
+                pending.append(self.executor.submit(self._chain, person, {}, work.events.get(key, [])))
+        gsids, company_failures = self._companies(list(work.companies.values()))
+        outcomes = {index: outcome_of(error) for index, error in company_failures.items()}
+        for key, person in work.people.items():
             if person.links:
-                parts = [(i, op) for i, op in person.parts if not isinstance(op, CompanyUpsert) or op.name in gsids]
-                if parts:
-                    pending.append(self.executor.submit(self._person, PersonWrite(person.email, parts), gsids))
+                parts = [(i, op) for i, op in person.parts if i not in company_failures]
+                blocked = any(company_failures[i].retryable for i, _ in person.parts if i in company_failures)
+                write = PersonWrite(person.email, parts) if parts else None
+                pending.append(self.executor.submit(self._chain, write, gsids, work.events.get(key, []), blocked))
         for future in pending:
             outcomes.update(future.result())
         return outcomes
 
-    def _publish(self, index: int, op: EventPublish) -> dict[int, Outcome]:
+    def _chain(
+        self,
+        person: PersonWrite | None,
+        gsids: Mapping[str, str],
+        tracks: Sequence[tuple[int, EventPublish]],
+        blocked: bool = False,
+    ) -> dict[int, Outcome]:
+        outcomes = self._person(person, gsids) if person is not None else {}
+        if blocked or any(outcome.outcome == "failed" for outcome in outcomes.values()):
+            return outcomes | dict.fromkeys((index for index, _ in tracks), HELD)
+        for position, (index, op) in enumerate(tracks):
+            outcomes[index] = self._publish(op)
+            if outcomes[index].outcome == "failed":
+                return outcomes | dict.fromkeys((i for i, _ in tracks[position + 1 :]), HELD)
+        return outcomes
+
+    def _publish(self, op: EventPublish) -> Outcome:
         def send() -> None:
             self.gainsight.publish_event(op.headers, op.body)
 
@@ -185,8 +223,8 @@ class Delivery:
             else:
                 self.once.publish(op.event_id, send)
         except GainsightError as error:
-            return {index: outcome_of(error)}
-        return {index: DELIVERED}
+            return outcome_of(error)
+        return DELIVERED
 
     def _person(self, person: PersonWrite, gsids: Mapping[str, str]) -> dict[int, Outcome]:
         indexes = [index for index, _ in person.parts]
@@ -195,37 +233,47 @@ class Delivery:
         except GainsightError as error:
             if error.retryable or len(person.parts) == 1:
                 return dict.fromkeys(indexes, outcome_of(error))
-            # Refused as merged: send each event's part alone so only the bad ones are rejected.
+            # Refused as merged: send each event's part alone, in order, so only the bad ones are rejected.
             outcomes: dict[int, Outcome] = {}
             for part in person.parts:
                 outcomes.update(self._person(PersonWrite(person.email, [part]), gsids))
             return outcomes
         return dict.fromkeys(indexes, DELIVERED)
 
-    def _companies(self, companies: list[CompanyWrite]) -> tuple[dict[str, str], dict[str, GainsightError]]:
-        """Write every company once; Name -> Gsid for those written, Name -> error for the rest."""
+    def _companies(self, companies: list[CompanyWrite]) -> tuple[dict[str, str], dict[int, GainsightError]]:
+        """Write every company once: Name -> Gsid for those written, event index -> error for the
+        group events whose company could not be written."""
+        failed: dict[int, GainsightError] = {}
         if not companies:
-            return {}, {}
+            return {}, failed
         cached = {c.name: gsid for c in companies if (gsid := self.cache.get(self.scope, c.name)) is not None}
-        found, errors = self._lookup([c.name for c in companies if c.name not in cached])
+        found, lookup_errors = self._lookup([c.name for c in companies if c.name not in cached])
         # A company we could not look up is not written: inserting it blind could duplicate it.
-        gsids, write_errors = self._write([c for c in companies if c.name not in errors], {**found, **cached})
-        # A cached company that vanished refuses its update: look it up afresh and write it again.
-        stale = [
-            c for c in companies if c.name in cached and c.name in write_errors and not write_errors[c.name].retryable
-        ]
-        if stale:
-            for company in stale:
-                self.cache.evict(self.scope, company.name)
-                del write_errors[company.name]
-            refound, lookup_errors = self._lookup([c.name for c in stale])
-            errors.update(lookup_errors)
-            retried, retry_errors = self._write([c for c in stale if c.name not in lookup_errors], refound)
-            gsids.update(retried)
-            write_errors.update(retry_errors)
+        writable = [c for c in companies if c.name not in lookup_errors]
+        gsids, refused = self._write(writable, {**found, **cached})
+        # A refusal can come from what we believed: a cached company deleted since, or one another
+        # request created after our lookup. Look those up afresh and write them again, each event's
+        # traits on their own when several events named the company, so only bad ones are rejected.
+        again = [c for c in writable if c.name in refused and not refused[c.name].retryable]
+        for company in again:
+            self.cache.evict(self.scope, company.name)
+        refound, relookup_errors = self._lookup([c.name for c in again])
+        for company in again:
+            if company.name in relookup_errors:
+                refused[company.name] = relookup_errors[company.name]
+                continue
+            del refused[company.name]
+            gsid, errors = self._write_parts(company, refound.get(company.name))
+            failed.update(errors)
+            if gsid is not None:
+                gsids[company.name] = gsid
+        for company in companies:
+            error = lookup_errors.get(company.name) or refused.get(company.name)
+            if error is not None:
+                failed.update(dict.fromkeys(company.events, error))
         for name, gsid in gsids.items():
             self.cache.put(self.scope, name, gsid)
-        return gsids, {**write_errors, **errors}
+        return gsids, failed
 
     def _lookup(self, names: list[str]) -> tuple[dict[str, str], dict[str, GainsightError]]:
         found: dict[str, str] = {}
@@ -270,3 +318,18 @@ class Delivery:
             middle = len(companies) // 2
             return self._write_chunk(companies[:middle], insert) | self._write_chunk(companies[middle:], insert)
         return dict(zip((c.name for c in companies), gsids, strict=True))
+
+    def _write_parts(self, company: CompanyWrite, gsid: str | None) -> tuple[str | None, dict[int, GainsightError]]:
+        """Write a company once more (merged when one event named it, else each event's traits in
+        order); its Gsid if any write succeeded, and the events whose write failed."""
+        parts = company.parts if len(company.parts) > 1 else [(company.events[0], company.fields)]
+        written: str | None = None
+        errors: dict[int, GainsightError] = {}
+        for index, fields in parts:
+            try:
+                [written] = self.gainsight.write_companies([{**fields, "Name": company.name}], insert=gsid is None)
+            except GainsightError as error:
+                errors[index] = error
+            else:
+                gsid = written
+        return written, errors

@@ -18,6 +18,8 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import (
 
 from errors import GainsightError
 
+KEY_PREFIX = "gainsight-destination.track-publish"
+
 
 class OncePublisher:
     """Runs a publish call unless the same event id was already published."""
@@ -28,7 +30,11 @@ class OncePublisher:
         )
         persistence = DynamoDBPersistenceLayer(table_name=table, boto3_client=dynamodb)
 
-        @idempotent_function(data_keyword_argument="event", config=self.config, persistence_store=persistence)
+        # The key prefix is fixed: by default Powertools prefixes the Lambda function's name, and the
+        # API and retry functions must see each other's records.
+        @idempotent_function(
+            data_keyword_argument="event", config=self.config, persistence_store=persistence, key_prefix=KEY_PREFIX
+        )
         def publish(event: dict[str, str], send: Callable[[], None]) -> dict[str, bool]:
             send()
             return {"published": True}

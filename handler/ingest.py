@@ -13,7 +13,6 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
-from parking import Parcel, ParkingError, RetryStore, parking_id, sequence
 
 import intake
 import mapping
@@ -22,6 +21,7 @@ from delivery import CompanyCache, Delivery, Outcome, outcome_of
 from errors import ConfigurationError, EventRejected, RequestRejected
 from gainsight import CallLog, Gainsight, pool
 from observability import logger, metrics
+from parking import Parcel, ParkingError, RetryStore, parking_id, sequence
 from settings import Settings, settings
 
 KNOWN_TYPES = frozenset({"identify", "group", "track", "page", "screen", "alias"})
@@ -60,13 +60,24 @@ class Container:
 
     def __init__(self, config: Settings) -> None:
         import boto3
+        from botocore.config import Config
+
         from exactly_once import OncePublisher
 
+        # Short timeouts and few retries: parking and deduplication must fit in the request's budget.
+        aws = Config(
+            connect_timeout=1,
+            read_timeout=2,
+            retries={"mode": "standard", "max_attempts": 2},
+            max_pool_connections=config.concurrency + 2,
+        )
         session = boto3.session.Session()
-        dynamodb = session.client("dynamodb")
+        dynamodb = session.client("dynamodb", config=aws)
         self.executor = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="gainsight")
         self.cache = CompanyCache(ttl_seconds=config.company_cache_seconds)
-        self.store = RetryStore(config.retry_queue_url, config.barrier_table, session.client("sqs"), dynamodb)
+        self.store = RetryStore(
+            config.retry_queue_url, config.barrier_table, session.client("sqs", config=aws), dynamodb
+        )
         self.once = OncePublisher(config.idempotency_table, config.idempotency_expiry_seconds, dynamodb)
 
 
@@ -204,7 +215,9 @@ def process(
             waiting, Outcome("failed", 409, "an older event of this person is waiting", "waiting")
         )
     deliverable = [(index, events[index]) for index in candidates]
-    outcomes |= _deliver(deliverable, hold=waiting, config=config, parts=parts, deadline=deadline, calls=calls)
+    outcomes |= _deliver(
+        deliverable, hold=waiting, persons=persons, config=config, parts=parts, deadline=deadline, calls=calls
+    )
 
     if returned is None:
         unsent = [i for i in candidates if i not in outcomes or outcomes[i].outcome == "failed"]
@@ -241,6 +254,7 @@ def _deliver(
     candidates: list[tuple[int, Any]],
     *,
     hold: set[int],
+    persons: Mapping[int, str],
     config: Settings,
     parts: Container,
     deadline: float,
@@ -274,7 +288,7 @@ def _deliver(
             read_timeout=config.read_timeout,
             log=calls,
         )
-        outcomes |= Delivery(gainsight, parts.executor, parts.cache, parts.once).run(operations)
+        outcomes |= Delivery(gainsight, parts.executor, parts.cache, parts.once).run(operations, persons)
     return outcomes
 
 
@@ -331,11 +345,9 @@ def _result(index: int, event: Any, outcome: Outcome) -> dict[str, Any]:
 
 
 def _status(outcomes: Iterable[Outcome]) -> int:
-    """200 unless an event failed: then 429 when every failure was a 429, else 503, so senders retry."""
-    failures = [o.status_code for o in outcomes if o.outcome == "failed"]
-    if not failures:
-        return 200
-    return 429 if all(code == 429 for code in failures) else 503
+    """200 when every event is delivered, rejected or deferred; 503 when one could not even be
+    parked, so the sender retries the batch."""
+    return 503 if any(o.outcome == "failed" for o in outcomes) else 200
 
 
 def _observe(

@@ -6,7 +6,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from config import Destination
@@ -85,8 +85,8 @@ class CompanyUpsert:
 class EventPublish:
     """track: one Events Framework event, published at most once per `event_id`."""
 
-    headers: Mapping[str, str]
-    body: Mapping[str, Any]
+    headers: Mapping[str, str] = field(repr=False)  # carries sharedSecret and Accesskey
+    body: Mapping[str, Any] = field(repr=False)
     event_id: str = ""
 
 
@@ -256,16 +256,23 @@ def event_publish(event: Mapping[str, Any], destination: Destination) -> EventPu
 
 
 def person_key(event: Mapping[str, Any]) -> str:
-    """Whose event this is, for per-person ordering: email, else userId, else anonymousId."""
-    context = _object(event.get("context"))
-    email = _first((_object(event.get("traits")), _object(context.get("traits"))), ("email",))
+    """Whose event this is, for per-person ordering: the email the mapping uses (for group, the
+    user's in context.traits, never the company's traits), else userId, else anonymousId."""
+    context_traits = _object(_object(event.get("context")).get("traits"))
+    sources = (context_traits,) if event_type(event) == "group" else (_object(event.get("traits")), context_traits)
+    email = _first(sources, ("email",))
     if isinstance(email, str) and email.strip():
-        return "email:" + email.strip().lower()
+        return "email:" + email_key(email)
     for field_name in ("userId", "anonymousId"):
         value = event.get(field_name)
         if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
             return f"{field_name}:{value}"
     return "event:" + event_id(event)
+
+
+def email_key(email: str) -> str:
+    """Emails that differ only in case or surrounding spaces are one person."""
+    return email.strip().casefold()
 
 
 def event_id(event: Mapping[str, Any]) -> str:

@@ -91,6 +91,7 @@ class RetryStore:
                     self.table: {
                         "Keys": [{"person": {"S": digest(p)}} for p in keys[start : start + DYNAMODB_BATCH_GET]],
                         "ProjectionExpression": "person",
+                        "ConsistentRead": True,  # a park a moment ago must hold the next request back
                     }
                 }
                 while request:

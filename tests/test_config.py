@@ -53,6 +53,16 @@ def test_bad_domains_are_refused(domain) -> None:
     assert "domain" in raised.value.message
 
 
+@pytest.mark.parametrize(
+    "domain", ["https://user:s3cret@acme.gainsightcloud.com", "user:s3cret@acme.gainsightcloud.com"]
+)
+def test_a_domain_with_credentials_is_refused_without_echoing_them(domain) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        base_url(domain)
+    assert "s3cret" not in raised.value.message
+    assert raised.value.message == "domain must not contain credentials (user:password@)"
+
+
 def test_rudderstack_config_is_parsed() -> None:
     raw = json.dumps(
         {

@@ -92,7 +92,7 @@ def test_the_api_function_may_only_read_its_parameters_park_events_and_dedup(fun
         "PersonBarriers": {"dynamodb:BatchGetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
         "TrackIdempotency": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
     }
-    _assert_scoped(function, grants)
+    _assert_scoped(function, grants, parameters=4)
     assert grants["ParkForRetry"][1] == [{"Fn::GetAtt": ["RetryQueue", "Arn"]}]
 
 
@@ -108,19 +108,20 @@ def test_the_retry_function_may_only_consume_the_queue_it_drains(template) -> No
         "PersonBarriers": {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
         "TrackIdempotency": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
     }  # fmt: skip
-    _assert_scoped(function, grants)
+    _assert_scoped(function, grants, parameters=3)  # the consumer never checks write keys
+    assert not any("WriteKeys" in str(resource) for resource in grants["ReadOwnParameters"][1])
     retry = function["Events"]["Retry"]["Properties"]
     assert retry["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert retry["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "RetryConcurrency"}}
     assert f"def {function['Handler'].split('.')[1]}(" in (ROOT / "handler" / "retry_app.py").read_text()
 
 
-def _assert_scoped(function: dict[str, Any], grants: dict[str, tuple[set[str], list[Any]]]) -> None:
+def _assert_scoped(function: dict[str, Any], grants: dict[str, tuple[set[str], list[Any]]], *, parameters: int) -> None:
     # Only kms:Decrypt names "*", and only through SSM.
     for sid, (_, resources) in grants.items():
         if sid != "DecryptOnlyThroughSsm":
             assert all("*" not in str(resource) for resource in resources), sid
-    assert len(grants["ReadOwnParameters"][1]) == 4
+    assert len(grants["ReadOwnParameters"][1]) == parameters
     decrypt = next(s for p in function["Policies"] for s in p["Statement"] if s["Sid"] == "DecryptOnlyThroughSsm")
     assert "kms:ViaService" in decrypt["Condition"]["StringEquals"]
 

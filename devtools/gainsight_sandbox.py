@@ -52,6 +52,7 @@ class Fault:
     retry_after: str | None = None  # Retry-After header value, with a 429/503
     delay: float = 0.0  # seconds to wait before answering (longer than the client's timeout = a timeout)
     drop: bool = False  # close the connection without an answer
+    reply: dict[str, Any] | None = None  # answer 200 with this `data`, without touching the store
     operation: str | None = None  # only calls of this operation; None = any
     times: int = 1
 
@@ -339,6 +340,10 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 self._record(operation, method, url.path, 0, None)
                 self.close_connection = True
                 self.connection.shutdown(2)
+                return
+            if fault.reply is not None:
+                self._record(operation, method, url.path, 200, None)
+                self._send(200, envelope(fault.reply))
                 return
             if fault.status is not None:
                 self._record(operation, method, url.path, fault.status, None)

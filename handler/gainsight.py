@@ -51,6 +51,21 @@ class Throttle:
         return max(0.0, self._until - time.monotonic())
 
 
+class DeadlineTimeout(urllib3.Timeout):
+    """Timeouts that shrink to the time left: urllib3 clones the Timeout for every attempt,
+    retries included, so no attempt can outlive the deadline."""
+
+    def __init__(self, *, connect: float, read: float, deadline: float) -> None:
+        super().__init__(connect=connect, read=read)
+        self.limits = (connect, read)
+        self.deadline = deadline
+
+    def clone(self) -> DeadlineTimeout:
+        left = max(0.001, self.deadline - time.monotonic())
+        connect, read = self.limits
+        return DeadlineTimeout(connect=min(connect, left), read=min(read, left), deadline=self.deadline)
+
+
 class DeadlineRetry(Retry):
     """urllib3's Retry that shares 429 backoff through a Throttle and never sleeps past a deadline."""
 
@@ -257,9 +272,11 @@ class Gainsight:
             )
         if wait:
             time.sleep(wait)
-        remaining = self.deadline - time.monotonic()
         retries = DeadlineRetry(
             total=self.max_retries,
+            # An insert whose answer was lost may have created the company: never resend it blind;
+            # it is retried later through a fresh lookup instead.
+            read=0 if operation == "company_insert" else None,
             redirect=False,
             status_forcelist=RETRY_STATUSES,
             allowed_methods=frozenset({"POST", "PUT"}),
@@ -282,9 +299,7 @@ class Gainsight:
                 # ASCII-escaped: a lone surrogate from a sender's JSON cannot be encoded as UTF-8.
                 body=json.dumps(body, separators=(",", ":")).encode(),
                 headers=request_headers,
-                timeout=urllib3.Timeout(
-                    connect=min(self.connect_timeout, remaining), read=min(self.read_timeout, remaining)
-                ),
+                timeout=DeadlineTimeout(connect=self.connect_timeout, read=self.read_timeout, deadline=self.deadline),
                 retries=retries,
                 redirect=False,
             )

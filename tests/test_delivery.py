@@ -195,3 +195,69 @@ def test_gainsight_down_for_the_whole_budget_still_answers_in_time(sandbox: Sand
     assert time.monotonic() - started < 2.5
     assert reply.status == 200
     assert set(reply.outcomes) == {"deferred"}
+
+
+def test_a_company_created_meanwhile_by_another_request_is_updated_not_rejected(sandbox: Sandbox) -> None:
+    # Given our lookup answered "no such company" just before another request created it
+    post("/v1/group", group("Acme", email="grace@example.com"))
+    sandbox.fail(Fault(reply={"count": 0, "records": []}, operation="company_query"))
+    ada = group("Acme", stage="Adoption")
+    ada["context"]["traits"]["email"] = "ada@example.com"
+    # When our insert is refused because the company now exists
+    reply = post("/v1/batch", {"batch": [ada]})
+    # Then it is looked up again and updated: one company, both people linked
+    assert reply.outcomes == ["delivered"]
+    [company] = sandbox.state.snapshot()["companies"]
+    assert company["Stage"] == "Adoption"
+    assert {p["Email"]: p["companies"] for p in sandbox.state.snapshot()["people"]} == {
+        "grace@example.com": [company["Gsid"]],
+        "ada@example.com": [company["Gsid"]],
+    }
+
+
+def test_one_bad_group_event_does_not_reject_the_others_naming_its_company(sandbox: Sandbox) -> None:
+    batch = [
+        group("Acme", email="a@x.io", message_id="good", stage="Adoption"),
+        group("Acme", email="b@x.io", message_id="bad", originalContractDate="210318"),
+    ]
+    reply = post("/v1/batch", {"batch": batch})
+    assert reply.outcomes == ["delivered", "rejected"]
+    assert reply.body["results"][1]["error"] == "Gainsight GSOBJ_1006: Invalid value (OriginalContractDate = 210318)."
+    [company] = sandbox.state.snapshot()["companies"]
+    assert (company["Name"], company["Stage"]) == ("Acme", "Adoption")
+    assert {p["Email"] for p in sandbox.state.snapshot()["people"]} == {"a@x.io"}
+
+
+def test_a_persons_tracks_wait_for_their_write_and_stop_at_a_failure(sandbox: Sandbox, monkeypatch) -> None:
+    # Given Gainsight failing Ada's People PUT for the whole budget, and one of Grace's publishes
+    monkeypatch.setenv("GAINSIGHT_MAX_RETRIES", "0")
+    sandbox.fail(Fault(status=503, operation="person_upsert"), Fault(status=503, operation="event_publish"))
+    ada = {"context": {"traits": {"email": "ada@example.com"}}}
+    grace = {"context": {"traits": {"email": "grace@example.com"}}}
+    batch = [
+        track(message_id="ada-before", step=1) | ada,
+        identify(message_id="ada-identify"),
+        track(message_id="ada-after", step=2) | ada,
+        track(message_id="grace-1", step=1) | grace,
+        track(message_id="grace-2", step=2) | grace,
+    ]
+    reply = post("/v1/batch", {"batch": batch})
+    results = {r["messageId"]: r for r in reply.body["results"]}
+    # Then none of Ada's tracks went out ahead of her failed write: all wait in the retry queue
+    assert [results[m]["outcome"] for m in ("ada-before", "ada-identify", "ada-after")] == ["deferred"] * 3
+    assert "held behind an earlier event of this person" in results["ada-after"]["error"]
+    # and Grace's second track was not published past her first, which failed
+    assert [results[m]["outcome"] for m in ("grace-1", "grace-2")] == ["deferred", "deferred"]
+    assert sandbox.state.snapshot()["events"] == []
+
+
+def test_fast_failures_then_a_hang_still_answer_within_the_budget(sandbox: Sandbox, monkeypatch) -> None:
+    # Given two quick 503s and then an attempt that hangs longer than the 5 s read timeout
+    monkeypatch.setenv("DELIVERY_BUDGET_SECONDS", "3")
+    monkeypatch.setenv("GAINSIGHT_MAX_RETRIES", "10")
+    sandbox.fail(Fault(status=503, times=2), Fault(delay=10, drop=True))
+    started = time.monotonic()
+    reply = post("/v1/track", track())
+    # Then the last attempt is cut at the deadline: the request answers within its budget
+    assert time.monotonic() - started < 3.3
+    assert reply.outcomes == ["deferred"]

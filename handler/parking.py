@@ -12,12 +12,15 @@ import hashlib
 import json
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 from errors import DestinationError
 
 SQS_BATCH = 10
+HOLD_CHUNK = 25  # barrier entries per UpdateItem: well inside DynamoDB's 4 KB expression limit
 DYNAMODB_BATCH_GET = 100
 BARRIER_TTL_SECONDS = 15 * 24 * 3600  # longer than SQS keeps a message (14 days at most)
 
@@ -103,44 +106,50 @@ class RetryStore:
         return found
 
     def park(self, parcels: Sequence[Parcel]) -> dict[int, ParkingError]:
-        """Park the parcels in order; the indexes that could not be parked, with why."""
+        """Park the parcels, each person's in order; the indexes that could not be parked, with why."""
         failed: dict[int, ParkingError] = {}
         by_person: dict[str, list[Parcel]] = {}
-        for parcel in parcels:
+        for parcel in sorted(parcels, key=lambda p: p.index):
             by_person.setdefault(parcel.person, []).append(parcel)
-        writable: list[Parcel] = []
         for person, own in by_person.items():
             try:
-                self._hold(person, own)
+                positions = self._hold(person, own)
             except Exception as error:
                 failed.update(dict.fromkeys((p.index for p in own), _parking_error("barrier", error)))
-            else:
-                writable.extend(own)
-        writable.sort(key=lambda p: p.index)
-        for start in range(0, len(writable), SQS_BATCH):
-            chunk = writable[start : start + SQS_BATCH]
+                continue
+            unsent = self._send([replace(p, sequence=positions[p.event_id]) for p in own])
+            failed.update(unsent)
+            for parcel in own:
+                if parcel.index in unsent:
+                    self._release_quietly(person, parcel.event_id)
+        return failed
+
+    def _send(self, own: Sequence[Parcel]) -> dict[int, ParkingError]:
+        """Send one person's parcels in order. After a refusal the rest are not sent: they would
+        overtake the refused one when the sender retries it."""
+        for start in range(0, len(own), SQS_BATCH):
+            chunk = own[start : start + SQS_BATCH]
             entries = [
                 {
                     "Id": str(p.index),
                     "MessageBody": p.message(),
                     "MessageGroupId": digest(p.person),
-                    "MessageDeduplicationId": digest(p.event_id),
+                    # With its barrier position: a re-park after the first was delivered and released
+                    # is a new message, not a duplicate SQS drops for the next five minutes.
+                    "MessageDeduplicationId": digest(f"{p.event_id}@{p.sequence}"),
                 }
                 for p in chunk
             ]
             try:
                 reply = self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
-                unsent = {int(entry["Id"]) for entry in reply.get("Failed", [])}
             except Exception as error:
-                reply_error = _parking_error("queue", error)
-                failed.update(dict.fromkeys((p.index for p in chunk), reply_error))
-                unsent = {p.index for p in chunk}
-            else:
-                failed.update({index: ParkingError("retry queue refused the message") for index in unsent})
-            for parcel in chunk:
-                if parcel.index in unsent:
-                    self._release_quietly(parcel.person, parcel.event_id)
-        return failed
+                return dict.fromkeys((p.index for p in own[start:]), _parking_error("queue", error))
+            refused = {int(entry["Id"]) for entry in reply.get("Failed", [])}
+            if refused:
+                first = min(refused)
+                refusal = ParkingError("event could not be parked for retry: the retry queue refused it")
+                return {p.index: refusal for p in own[start:] if p.index in refused or p.index > first}
+        return {}
 
     def waiting_before(self, person: str, event_ids: Iterable[str], position: str) -> bool:
         """Whether an older parked event of this person, not among `event_ids`, is still waiting
@@ -172,28 +181,45 @@ class RetryStore:
         except conditional_failed:
             pass  # nothing was parked, or other events of this person still are
 
-    def _hold(self, person: str, parcels: Sequence[Parcel]) -> None:
+    def _hold(self, person: str, parcels: Sequence[Parcel]) -> dict[str, str]:
+        """Enter the parcels in the person's barrier; each one's position (the first one stored,
+        if the same event was parked before)."""
         key = {"person": {"S": digest(person)}}
-        self.dynamodb.update_item(
-            TableName=self.table,
-            Key=key,
-            UpdateExpression="SET parked = if_not_exists(parked, :empty), expiresAt = :expires",
-            ExpressionAttributeValues={
-                ":empty": {"M": {}},
-                ":expires": {"N": str(int(time.time()) + BARRIER_TTL_SECONDS)},
-            },
-        )
-        # One SET per event; if_not_exists keeps the first position of an event parked twice.
-        names = {f"#e{n}": digest(p.event_id) for n, p in enumerate(parcels)}
-        values = {f":s{n}": {"S": p.sequence} for n, p in enumerate(parcels)}
-        assignments = ", ".join(f"parked.#e{n} = if_not_exists(parked.#e{n}, :s{n})" for n in range(len(parcels)))
-        self.dynamodb.update_item(
-            TableName=self.table,
-            Key=key,
-            UpdateExpression=f"SET {assignments}",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-        )
+        for attempt in (1, 2):
+            try:
+                self.dynamodb.update_item(
+                    TableName=self.table,
+                    Key=key,
+                    UpdateExpression="SET parked = if_not_exists(parked, :empty), expiresAt = :expires",
+                    ExpressionAttributeValues={
+                        ":empty": {"M": {}},
+                        ":expires": {"N": str(int(time.time()) + BARRIER_TTL_SECONDS)},
+                    },
+                )
+                positions: dict[str, str] = {}
+                for start in range(0, len(parcels), HOLD_CHUNK):
+                    chunk = parcels[start : start + HOLD_CHUNK]
+                    names = {f"#e{n}": digest(p.event_id) for n, p in enumerate(chunk)}
+                    values = {f":s{n}": {"S": p.sequence} for n, p in enumerate(chunk)}
+                    assignments = ", ".join(
+                        f"parked.#e{n} = if_not_exists(parked.#e{n}, :s{n})" for n in range(len(chunk))
+                    )
+                    reply = self.dynamodb.update_item(
+                        TableName=self.table,
+                        Key=key,
+                        UpdateExpression=f"SET {assignments}",
+                        ExpressionAttributeNames=names,
+                        ExpressionAttributeValues=values,
+                        ReturnValues="ALL_NEW",
+                    )
+                    parked = reply["Attributes"]["parked"]["M"]
+                    positions.update({p.event_id: parked[digest(p.event_id)]["S"] for p in chunk})
+                return positions
+            except ClientError as error:
+                # A release deleted the emptied item between our two updates: enter again, once.
+                if attempt == 2 or error.response["Error"]["Code"] != "ValidationException":
+                    raise
+        raise AssertionError("unreachable")
 
     def _release_quietly(self, person: str, event_id: str) -> None:
         try:

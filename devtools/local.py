@@ -124,6 +124,8 @@ def invoke(event: dict[str, Any], context: LambdaContext | None = None) -> dict[
     use_handler_path()
     from app import lambda_handler
 
+    # Two functions in AWS: anything keyed on the function's name must not be shared by accident.
+    os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "gainsight-destination-api"
     return lambda_handler(event, context or LambdaContext())
 
 
@@ -220,7 +222,9 @@ def drain(queue_url: str, *, rounds: int = 50) -> dict[str, int]:
         ).get("Messages", [])
         if not messages:
             break
-        response = retry_handler({"Records": sqs_records(messages, arn)}, LambdaContext(timeout_seconds=60))
+        os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "gainsight-destination-retry"
+        context = LambdaContext(function_name="gainsight-destination-retry", timeout_seconds=60)
+        response = retry_handler({"Records": sqs_records(messages, arn)}, context)
         counts["invocations"] += 1
         failed = {item["itemIdentifier"] for item in response["batchItemFailures"]}
         for message in messages:
@@ -262,7 +266,14 @@ def moto_aws() -> Iterator[LocalAws]:
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    names = [*LOCAL_ENV, "AWS_ENDPOINT_URL", "RETRY_QUEUE_URL", "BARRIER_TABLE", "IDEMPOTENCY_TABLE"]
+    names = [
+        *LOCAL_ENV,
+        "AWS_ENDPOINT_URL",
+        "RETRY_QUEUE_URL",
+        "BARRIER_TABLE",
+        "IDEMPOTENCY_TABLE",
+        "AWS_LAMBDA_FUNCTION_NAME",
+    ]
     previous = {key: os.environ.get(key) for key in names}
     os.environ.update(LOCAL_ENV)
     os.environ["AWS_ENDPOINT_URL"] = endpoint

@@ -1,6 +1,6 @@
 """Replay the dead-letter queue into the retry queue once the cause is fixed.
 
-    python -m devtools.replay --stack gainsight-destination --dry-run   # count what is there
+    python -m devtools.replay --stack gainsight-destination --dry-run   # count what is there (moves nothing)
     python -m devtools.replay --stack gainsight-destination             # move it back, in order
 
 Messages keep their message group (their person), so each person's events are replayed in the
@@ -34,21 +34,28 @@ def _kind(body: str) -> str:
         return "unreadable"
 
 
-def replay(sqs: Any, dead_letter_url: str, queue_url: str, *, dry_run: bool) -> Counter[str]:
-    """Move every dead-lettered message back to the retry queue (or only count them); counts by type."""
+def waiting(sqs: Any, queue_url: str) -> int:
+    """Messages in a queue, visible or in flight (SQS's approximate count)."""
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)["Attributes"]
+    return sum(int(attributes[name]) for name in names)
+
+
+def replay(sqs: Any, dead_letter_url: str, queue_url: str) -> Counter[str]:
+    """Move every dead-lettered message back to the retry queue, each group's in order; counts by type.
+
+    Raises:
+        RuntimeError: when the retry queue refuses messages; those stay in the dead-letter queue.
+    """
     counts: Counter[str] = Counter()
-    held: list[str] = []
     suffix = f"-replay-{int(time.time())}"  # a new deduplication id, or SQS may drop the replay
     while messages := sqs.receive_message(
         QueueUrl=dead_letter_url,
         MaxNumberOfMessages=RECEIVE_BATCH,
         AttributeNames=["MessageGroupId", "MessageDeduplicationId"],
         VisibilityTimeout=60,
+        WaitTimeSeconds=1,
     ).get("Messages", []):
-        counts.update(_kind(m["Body"]) for m in messages)
-        if dry_run:
-            held += [m["ReceiptHandle"] for m in messages]
-            continue
         entries = [
             {
                 "Id": str(n),
@@ -59,18 +66,19 @@ def replay(sqs: Any, dead_letter_url: str, queue_url: str, *, dry_run: bool) -> 
             for n, m in enumerate(messages)
         ]
         reply = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
-        if reply.get("Failed"):
-            raise RuntimeError(f"the retry queue refused {len(reply['Failed'])} messages; nothing of them was removed")
-        sqs.delete_message_batch(
-            QueueUrl=dead_letter_url,
-            Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]} for n, m in enumerate(messages)],
-        )
-    for start in range(0, len(held), RECEIVE_BATCH):  # a dry run leaves every message where it was
-        sqs.change_message_visibility_batch(
-            QueueUrl=dead_letter_url,
-            Entries=[{"Id": str(n), "ReceiptHandle": h, "VisibilityTimeout": 0}
-                     for n, h in enumerate(held[start : start + RECEIVE_BATCH])],
-        )  # fmt: skip
+        sent = {entry["Id"] for entry in reply.get("Successful", [])}
+        if sent:
+            sqs.delete_message_batch(
+                QueueUrl=dead_letter_url,
+                Entries=[
+                    {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]}
+                    for n, m in enumerate(messages)
+                    if str(n) in sent
+                ],
+            )
+        counts.update(_kind(m["Body"]) for n, m in enumerate(messages) if str(n) in sent)
+        if len(sent) < len(messages):
+            raise RuntimeError(f"the retry queue refused {len(messages) - len(sent)} messages; they stay dead-lettered")
     return counts
 
 
@@ -89,10 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         queue_url, dead_letter_url = args.queue_url, args.dead_letter_url
     else:
         parser.error("give --stack, or both --queue-url and --dead-letter-url")
-    counts = replay(boto3.client("sqs"), dead_letter_url, queue_url, dry_run=args.dry_run)
-    verb = "would replay" if args.dry_run else "replayed"
+    sqs = boto3.client("sqs")
+    if args.dry_run:
+        print(f"{waiting(sqs, dead_letter_url)} events in the dead-letter queue; nothing moved")
+        return 0
+    counts = replay(sqs, dead_letter_url, queue_url)
     detail = ", ".join(f"{kind}: {n}" for kind, n in sorted(counts.items())) or "nothing"
-    print(f"{verb} {sum(counts.values())} events ({detail})")
+    print(f"replayed {sum(counts.values())} events ({detail}); {waiting(sqs, dead_letter_url)} left")
     return 0
 
 

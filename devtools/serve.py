@@ -7,6 +7,7 @@ import argparse
 import base64
 import json
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -78,17 +79,20 @@ class LocalApi:
 
 def main() -> None:
     from devtools.gainsight_sandbox import Sandbox
-    from devtools.local import DEMO_WRITE_KEY, moto_aws, seed_parameters
+    from devtools.local import DEMO_WRITE_KEY, drain, moto_aws, seed_parameters
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=3000)
     args = parser.parse_args()
-    with Sandbox() as sandbox, moto_aws(), LocalApi(args.port) as api:
+    with Sandbox() as sandbox, moto_aws() as aws, LocalApi(args.port) as api:
         seed_parameters(sandbox.url)
         print(f"Local API on {api.url} (write key {DEMO_WRITE_KEY!r}); POST {api.url}/v1/batch")
         print(f"Gainsight sandbox state: {sandbox.url}/_sandbox/state   (Ctrl-C to stop)")
         try:
-            threading.Event().wait()
+            while True:  # the retry function's SQS trigger, every few seconds
+                time.sleep(3)
+                with _invoke_lock:
+                    drain(aws.queue, rounds=5)
         except KeyboardInterrupt:
             print(json.dumps(sandbox.state.snapshot()["calls"]))
 

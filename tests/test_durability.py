@@ -12,7 +12,8 @@ import boto3
 
 from devtools.gainsight_sandbox import Fault, Sandbox
 from devtools.local import LocalAws, drain
-from devtools.replay import replay
+from devtools.replay import main as replay_command
+from devtools.replay import replay, waiting
 from tests.helpers import group, identify, post, queue_depth, track
 
 
@@ -28,6 +29,21 @@ def test_a_senders_retries_publish_each_track_event_once(sandbox: Sandbox) -> No
     bodies = [event["body"] for event in sandbox.state.snapshot()["events"]]
     assert sorted(bodies, key=json.dumps) == [{"feature": "export"}, {"n": 1}, {"n": 2}]
     assert sandbox.state.count("event_publish") == 3
+
+
+def test_a_senders_retry_of_an_event_the_retry_function_delivered_is_not_published_again(
+    sandbox: Sandbox, aws: LocalAws
+) -> None:
+    # Given a track parked by the API function and then delivered by the retry function
+    sandbox.fail(Fault(status=503, operation="event_publish", times=4))
+    batch = {"batch": [track(message_id="once", n=1)]}
+    assert post("/v1/batch", batch).outcomes == ["deferred"]
+    drain(aws.queue)
+    # When the sender, which never saw our answer, posts the batch again
+    reply = post("/v1/batch", batch)
+    # Then it is answered delivered and Gainsight holds it once
+    assert reply.outcomes == ["delivered"]
+    assert [e["body"] for e in sandbox.state.snapshot()["events"]] == [{"n": 1}]
 
 
 def test_later_identifies_wait_behind_a_parked_one(sandbox: Sandbox, aws: LocalAws) -> None:
@@ -54,7 +70,7 @@ def test_later_identifies_wait_behind_a_parked_one(sandbox: Sandbox, aws: LocalA
     assert boto3.client("dynamodb").scan(TableName="gainsight-destination-barriers")["Items"] == []
 
 
-def test_a_dead_lettered_event_holds_its_person_until_replayed(sandbox: Sandbox, aws: LocalAws) -> None:
+def test_a_dead_lettered_event_holds_its_person_until_replayed(sandbox: Sandbox, aws: LocalAws, capsys) -> None:
     # Given a person's identify that keeps failing until it is dead-lettered, and a later one
     sandbox.fail(Fault(status=503, operation="person_upsert", times=1000))
     post("/v1/identify", identify(message_id="old", firstName="Old"))
@@ -65,11 +81,16 @@ def test_a_dead_lettered_event_holds_its_person_until_replayed(sandbox: Sandbox,
     # Then both end in the dead-letter queue: the later one never overtook the older one
     assert queue_depth(aws.queue) == 0
     sqs = boto3.client("sqs")
-    assert replay(sqs, aws.dlq, aws.queue, dry_run=True) == Counter({"identify": 2})
+    assert waiting(sqs, aws.dlq) == 2
+    urls = ["--queue-url", aws.queue, "--dead-letter-url", aws.dlq]
+    capsys.readouterr()  # what the handler printed (EMF metrics) so far
+    replay_command([*urls, "--dry-run"])
+    assert capsys.readouterr().out == "2 events in the dead-letter queue; nothing moved\n"
     assert sandbox.state.snapshot()["people"] == []
     # When the cause is fixed and the dead-letter queue replayed
     sandbox.state.faults.scripted.clear()
-    assert replay(sqs, aws.dlq, aws.queue, dry_run=False) == Counter({"identify": 2})
+    replay_command(urls)
+    assert capsys.readouterr().out == "replayed 2 events (identify: 2); 0 left\n"
     drain(aws.queue)
     # Then both are applied, in order
     [person] = sandbox.state.snapshot()["people"]
@@ -128,10 +149,10 @@ def test_fault_run_loses_and_duplicates_nothing(sandbox: Sandbox, aws: LocalAws,
     # and the retry queue is drained while Gainsight still misbehaves
     drain(aws.queue, rounds=200)
     sqs = boto3.client("sqs")
-    dead_lettered = sum(replay(sqs, aws.dlq, aws.queue, dry_run=True).values())
+    dead_lettered = waiting(sqs, aws.dlq)
     # then, with Gainsight healthy again, the dead-letter queue is replayed and drained
     faults.random_rate = 0.0
-    replay(sqs, aws.dlq, aws.queue, dry_run=False)
+    replay(sqs, aws.dlq, aws.queue)
     drain(aws.queue, rounds=200)
 
     # Then every valid event is in Gainsight exactly once and every invalid one was rejected with its reason

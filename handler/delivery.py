@@ -151,6 +151,8 @@ class CompanyCache:
 
 # -- execution -----------------------------------------------------------------
 
+Chain = tuple[dict[int, Outcome], list[Future[dict[int, Outcome]]]]
+Lookups = list[tuple[Sequence[str], Future[dict[str, str]]]]
 HELD = Outcome("failed", 409, "held behind an earlier event of this person that could not be delivered", "held")
 
 
@@ -177,24 +179,38 @@ class Delivery:
     ) -> dict[int, Outcome]:
         """Deliver the operations; every index given gets an outcome."""
         work = plan(operations, persons)
-        pending: list[Future[dict[int, Outcome]]] = []
-        # Chains that need no company Gsid start at once, while companies are written.
+        companies = list(work.companies.values())
+        # Company lookups go first: person links wait on them, the rest of the batch does not.
+        cached = {c.name: gsid for c in companies if (gsid := self.cache.get(self.scope, c.name)) is not None}
+        lookups = self._start_lookup([c.name for c in companies if c.name not in cached])
+        chains: list[Future[Chain]] = []
         for key, tracks in work.events.items():
             if key not in work.people:
-                pending.append(self.executor.submit(self._chain, None, {}, tracks))
+                chains.append(self.executor.submit(self._chain, None, {}, tracks))
         for key, person in work.people.items():
             if not person.links:
-                pending.append(self.executor.submit(self._chain, person, {}, work.events.get(key, [])))
-        gsids, company_failures = self._companies(list(work.companies.values()))
+                chains.append(self.executor.submit(self._chain, person, {}, work.events.get(key, [])))
+        gsids, company_failures = self._companies(companies, cached, lookups)
         outcomes = {index: outcome_of(error) for index, error in company_failures.items()}
         for key, person in work.people.items():
-            if person.links:
-                parts = [(i, op) for i, op in person.parts if i not in company_failures]
-                blocked = any(company_failures[i].retryable for i, _ in person.parts if i in company_failures)
-                write = PersonWrite(person.email, parts) if parts else None
-                pending.append(self.executor.submit(self._chain, write, gsids, work.events.get(key, []), blocked))
-        for future in pending:
-            outcomes.update(future.result())
+            if not person.links:
+                continue
+            # Nothing of this person after a group event whose company will be retried goes out now.
+            cut = min(
+                (i for i, _ in person.parts if i in company_failures and company_failures[i].retryable), default=None
+            )
+            parts = [(i, op) for i, op in person.parts if i not in company_failures and (cut is None or i < cut)]
+            held = [i for i, _ in person.parts if i not in company_failures and cut is not None and i > cut]
+            outcomes |= dict.fromkeys(held, HELD)
+            write = PersonWrite(person.email, parts) if parts else None
+            chains.append(self.executor.submit(self._chain, write, gsids, work.events.get(key, []), cut is not None))
+        published: list[Future[dict[int, Outcome]]] = []
+        for chain in chains:
+            chain_outcomes, started = chain.result()
+            outcomes |= chain_outcomes
+            published += started
+        for track in published:
+            outcomes |= track.result()
         return outcomes
 
     def _chain(
@@ -203,15 +219,23 @@ class Delivery:
         gsids: Mapping[str, str],
         tracks: Sequence[tuple[int, EventPublish]],
         blocked: bool = False,
-    ) -> dict[int, Outcome]:
+    ) -> Chain:
+        """A person's write, then their track events, which start in event order; once one of
+        them fails, those not yet started are held."""
         outcomes = self._person(person, gsids) if person is not None else {}
         if blocked or any(outcome.outcome == "failed" for outcome in outcomes.values()):
-            return outcomes | dict.fromkeys((index for index, _ in tracks), HELD)
-        for position, (index, op) in enumerate(tracks):
-            outcomes[index] = self._publish(op)
-            if outcomes[index].outcome == "failed":
-                return outcomes | dict.fromkeys((i for i, _ in tracks[position + 1 :]), HELD)
-        return outcomes
+            return outcomes | dict.fromkeys((index for index, _ in tracks), HELD), []
+        stop = threading.Event()
+        # Submitted, not awaited, from this worker: the pool runs them in order, concurrently.
+        return outcomes, [self.executor.submit(self._track, index, op, stop) for index, op in tracks]
+
+    def _track(self, index: int, op: EventPublish, stop: threading.Event) -> dict[int, Outcome]:
+        if stop.is_set():
+            return {index: HELD}
+        outcome = self._publish(op)
+        if outcome.outcome == "failed":
+            stop.set()
+        return {index: outcome}
 
     def _publish(self, op: EventPublish) -> Outcome:
         def send() -> None:
@@ -233,21 +257,25 @@ class Delivery:
         except GainsightError as error:
             if error.retryable or len(person.parts) == 1:
                 return dict.fromkeys(indexes, outcome_of(error))
-            # Refused as merged: send each event's part alone, in order, so only the bad ones are rejected.
+            # Refused as merged: send each event's part alone, in order, so only the bad ones are
+            # rejected; a transient failure holds the parts after it.
             outcomes: dict[int, Outcome] = {}
-            for part in person.parts:
-                outcomes.update(self._person(PersonWrite(person.email, [part]), gsids))
+            for position, part in enumerate(person.parts):
+                outcomes |= self._person(PersonWrite(person.email, [part]), gsids)
+                if outcomes[part[0]].outcome == "failed":
+                    return outcomes | dict.fromkeys((i for i, _ in person.parts[position + 1 :]), HELD)
             return outcomes
         return dict.fromkeys(indexes, DELIVERED)
 
-    def _companies(self, companies: list[CompanyWrite]) -> tuple[dict[str, str], dict[int, GainsightError]]:
+    def _companies(
+        self, companies: list[CompanyWrite], cached: Mapping[str, str], lookups: Lookups
+    ) -> tuple[dict[str, str], dict[int, GainsightError]]:
         """Write every company once: Name -> Gsid for those written, event index -> error for the
         group events whose company could not be written."""
         failed: dict[int, GainsightError] = {}
         if not companies:
             return {}, failed
-        cached = {c.name: gsid for c in companies if (gsid := self.cache.get(self.scope, c.name)) is not None}
-        found, lookup_errors = self._lookup([c.name for c in companies if c.name not in cached])
+        found, lookup_errors = self._finish_lookup(lookups)
         # A company we could not look up is not written: inserting it blind could duplicate it.
         writable = [c for c in companies if c.name not in lookup_errors]
         gsids, refused = self._write(writable, {**found, **cached})
@@ -257,7 +285,7 @@ class Delivery:
         again = [c for c in writable if c.name in refused and not refused[c.name].retryable]
         for company in again:
             self.cache.evict(self.scope, company.name)
-        refound, relookup_errors = self._lookup([c.name for c in again])
+        refound, relookup_errors = self._finish_lookup(self._start_lookup([c.name for c in again]))
         for company in again:
             if company.name in relookup_errors:
                 refused[company.name] = relookup_errors[company.name]
@@ -275,13 +303,15 @@ class Delivery:
             self.cache.put(self.scope, name, gsid)
         return gsids, failed
 
-    def _lookup(self, names: list[str]) -> tuple[dict[str, str], dict[str, GainsightError]]:
-        found: dict[str, str] = {}
-        errors: dict[str, GainsightError] = {}
-        futures = [
+    def _start_lookup(self, names: list[str]) -> Lookups:
+        return [
             (chunk, self.executor.submit(self.gainsight.query_companies, chunk)) for chunk in chunks(names, QUERY_CHUNK)
         ]
-        for chunk, future in futures:
+
+    def _finish_lookup(self, lookups: Lookups) -> tuple[dict[str, str], dict[str, GainsightError]]:
+        found: dict[str, str] = {}
+        errors: dict[str, GainsightError] = {}
+        for chunk, future in lookups:
             try:
                 found.update(future.result())
             except GainsightError as error:
@@ -325,11 +355,14 @@ class Delivery:
         parts = company.parts if len(company.parts) > 1 else [(company.events[0], company.fields)]
         written: str | None = None
         errors: dict[int, GainsightError] = {}
-        for index, fields in parts:
+        for position, (index, fields) in enumerate(parts):
             try:
                 [written] = self.gainsight.write_companies([{**fields, "Name": company.name}], insert=gsid is None)
             except GainsightError as error:
                 errors[index] = error
+                if error.retryable:  # its outcome is unknown: writing the later parts could duplicate it
+                    errors |= dict.fromkeys((i for i, _ in parts[position + 1 :]), error)
+                    break
             else:
                 gsid = written
         return written, errors

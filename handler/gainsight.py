@@ -18,6 +18,7 @@ from config import Destination
 from errors import GainsightError
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+INSERT_RETRY_STATUSES = frozenset({429, 503})
 AUTH_ERROR_CODES = frozenset({"GS_APIG_2401", "GSOBJ_1024"})
 NOT_FOUND_CODES = frozenset({"GSOBJ_1011"})
 MAX_WRITE_RECORDS = 50
@@ -63,7 +64,9 @@ class DeadlineTimeout(urllib3.Timeout):
     def clone(self) -> DeadlineTimeout:
         left = max(0.001, self.deadline - time.monotonic())
         connect, read = self.limits
-        return DeadlineTimeout(connect=min(connect, left), read=min(read, left), deadline=self.deadline)
+        clone = DeadlineTimeout(connect=min(connect, left), read=min(read, left), deadline=self.deadline)
+        clone.total = left  # the read timeout applies per socket read: cap the whole attempt too
+        return clone
 
 
 class DeadlineRetry(Retry):
@@ -278,7 +281,8 @@ class Gainsight:
             # it is retried later through a fresh lookup instead.
             read=0 if operation == "company_insert" else None,
             redirect=False,
-            status_forcelist=RETRY_STATUSES,
+            # An insert answered 500/502/504 may have been stored: only 429 and 503 say it was not.
+            status_forcelist=INSERT_RETRY_STATUSES if operation == "company_insert" else RETRY_STATUSES,
             allowed_methods=frozenset({"POST", "PUT"}),
             backoff_factor=self.backoff_factor,
             backoff_max=4.0,

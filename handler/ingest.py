@@ -7,7 +7,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from observability import logger, metrics
 from parking import Parcel, ParkingError, RetryStore, parking_id, sequence
 from settings import Settings, settings
 
+HELD_IN_QUEUE = Outcome("failed", 409, "comes back after an earlier event of this person that failed", "held")
 KNOWN_TYPES = frozenset({"identify", "group", "track", "page", "screen", "alias"})
 SAFETY_MARGIN_SECONDS = 1.0  # left to answer after the last Gainsight call and parking
 PARKING_RESERVE_SECONDS = 1.0  # of a request's budget, kept for parking what is still undelivered
@@ -145,6 +146,9 @@ def redeliver(
             # Not a message we wrote: leave it to the dead-letter queue for a human to look at.
             logger.error("unreadable retry message", extra={"sqs_message_id": record.get("messageId")})
             outcomes[record.get("messageId", "")] = Outcome("failed", 400, "unreadable retry message", "unreadable")
+    # Barrier order, not arrival order: two requests may have queued one person's events out of turn.
+    order = sorted(range(len(returned)), key=lambda n: returned[n].sequence)
+    returned, message_ids = [returned[n] for n in order], [message_ids[n] for n in order]
     try:
         config = settings()
         parts = container(config)
@@ -221,10 +225,17 @@ def process(
 
     if returned is None:
         unsent = [i for i in candidates if i not in outcomes or outcomes[i].outcome == "failed"]
-        outcomes |= _park(unsent, events, persons=persons, event_ids=event_ids, outcomes=outcomes, store=parts.store)
+        outcomes |= _park(
+            unsent,
+            events,
+            persons=persons,
+            event_ids=event_ids,
+            outcomes=outcomes,
+            store=parts.store,
+            executor=parts.executor,
+        )
     else:
-        done = [i for i in candidates if outcomes[i].outcome in ("delivered", "rejected")]
-        outcomes |= _release(done, persons, event_ids, parts.store)
+        outcomes |= _release(candidates, outcomes, returned, parts.store)
     return outcomes
 
 
@@ -300,13 +311,14 @@ def _park(
     event_ids: Mapping[int, str],
     outcomes: Mapping[int, Outcome],
     store: RetryStore,
+    executor: Executor,
 ) -> dict[int, Outcome]:
     """Park undelivered events in order: `deferred`, or `failed` (503) when parking itself fails."""
     if not indexes:
         return {}
     reasons = {i: outcomes[i].error if i in outcomes else "an earlier event of this person is waiting" for i in indexes}
     parcels = [Parcel(i, persons[i], event_ids[i], sequence(i), events[i], reasons[i]) for i in indexes]
-    failures = store.park(parcels)
+    failures = store.park(parcels, executor)
     parked: dict[int, Outcome] = {}
     for index in indexes:
         if index in failures:
@@ -318,16 +330,29 @@ def _park(
 
 
 def _release(
-    indexes: Iterable[int], persons: Mapping[int, str], event_ids: Mapping[int, str], store: RetryStore
+    indexes: list[int], outcomes: Mapping[int, Outcome], returned: list[Returned], store: RetryStore
 ) -> dict[int, Outcome]:
-    """Lift delivered or rejected returned events from their person's barrier."""
-    failed: dict[int, Outcome] = {}
-    for index in indexes:
+    """Lift returned events that were delivered or rejected from their person's barrier — but
+    only up to each person's first failure: SQS brings the later ones back after it (Powertools'
+    FIFO processor reports them failed too), so they stay parked and are applied again after it."""
+    changed: dict[int, Outcome] = {}
+    stopped: set[str] = set()
+    for index in indexes:  # in barrier order
+        item = returned[index]
+        if item.person in stopped:
+            changed[index] = HELD_IN_QUEUE
+            continue
+        if outcomes[index].outcome == "failed":
+            stopped.add(item.person)
+            continue
         try:
-            store.release(persons[index], event_ids[index])
+            store.release(item.person, item.event_id, item.sequence)
         except Exception as error:  # the event will come back and be released then
-            failed[index] = Outcome("failed", 503, f"barrier could not be released ({type(error).__name__})", "parking")
-    return failed
+            stopped.add(item.person)
+            changed[index] = Outcome(
+                "failed", 503, f"barrier could not be released ({type(error).__name__})", "parking"
+            )
+    return changed
 
 
 def _result(index: int, event: Any, outcome: Outcome) -> dict[str, Any]:

@@ -8,11 +8,13 @@ and only handles a person's oldest parked event, so nothing overtakes an event i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -105,30 +107,43 @@ class RetryStore:
             raise ParkingError(f"barrier table could not be read ({type(error).__name__})") from error
         return found
 
-    def park(self, parcels: Sequence[Parcel]) -> dict[int, ParkingError]:
-        """Park the parcels, each person's in order; the indexes that could not be parked, with why."""
+    def park(self, parcels: Sequence[Parcel], executor: Executor | None = None) -> dict[int, ParkingError]:
+        """Park the parcels, each person's in order; the indexes that could not be parked, with why.
+
+        An event still parked from an earlier request (a sender's retry) is not sent again: its
+        message is already queued, and a second copy would be applied after newer events.
+        """
         failed: dict[int, ParkingError] = {}
         by_person: dict[str, list[Parcel]] = {}
         for parcel in sorted(parcels, key=lambda p: p.index):
             by_person.setdefault(parcel.person, []).append(parcel)
+        holds = {person: _run(executor, self._hold, person, own) for person, own in by_person.items()}
+        fresh: list[Parcel] = []
         for person, own in by_person.items():
             try:
-                positions = self._hold(person, own)
+                positions = holds[person].result()
             except Exception as error:
-                failed.update(dict.fromkeys((p.index for p in own), _parking_error("barrier", error)))
+                failed |= dict.fromkeys((p.index for p in own), _parking_error("barrier", error))
                 continue
-            unsent = self._send([replace(p, sequence=positions[p.event_id]) for p in own])
-            failed.update(unsent)
-            for parcel in own:
-                if parcel.index in unsent:
-                    self._release_quietly(person, parcel.event_id)
-        return failed
+            fresh += [p for p in own if positions[p.event_id] == p.sequence]
+        unsent = self._send(sorted(fresh, key=lambda p: p.index))
+        for parcel in fresh:
+            if parcel.index in unsent:
+                self._release_quietly(parcel)
+        return failed | unsent
 
-    def _send(self, own: Sequence[Parcel]) -> dict[int, ParkingError]:
-        """Send one person's parcels in order. After a refusal the rest are not sent: they would
-        overtake the refused one when the sender retries it."""
-        for start in range(0, len(own), SQS_BATCH):
-            chunk = own[start : start + SQS_BATCH]
+    def _send(self, parcels: Sequence[Parcel]) -> dict[int, ParkingError]:
+        """Send parcels in order, ten to a call across people. Once one of a person's is refused,
+        their later ones are not sent: they would overtake it when the sender retries it."""
+        failed: dict[int, ParkingError] = {}
+        stopped: set[str] = set()
+        pending = list(parcels)
+        while pending:
+            chunk = [p for p in pending if p.person not in stopped][:SQS_BATCH]
+            if not chunk:
+                break
+            sent = {id(p) for p in chunk}
+            pending = [p for p in pending if id(p) not in sent]
             entries = [
                 {
                     "Id": str(p.index),
@@ -142,14 +157,17 @@ class RetryStore:
             ]
             try:
                 reply = self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+                refused = {int(entry["Id"]) for entry in reply.get("Failed", [])}
+                reason = ParkingError("event could not be parked for retry: the retry queue refused it")
             except Exception as error:
-                return dict.fromkeys((p.index for p in own[start:]), _parking_error("queue", error))
-            refused = {int(entry["Id"]) for entry in reply.get("Failed", [])}
-            if refused:
-                first = min(refused)
-                refusal = ParkingError("event could not be parked for retry: the retry queue refused it")
-                return {p.index: refusal for p in own[start:] if p.index in refused or p.index > first}
-        return {}
+                refused = {p.index for p in chunk}
+                reason = _parking_error("queue", error)
+            for parcel in chunk:
+                if parcel.index in refused:
+                    failed[parcel.index] = reason
+                    stopped.add(parcel.person)
+        stopped_error = ParkingError("event could not be parked for retry: an earlier event of this person was not")
+        return failed | {p.index: stopped_error for p in pending}
 
     def waiting_before(self, person: str, event_ids: Iterable[str], position: str) -> bool:
         """Whether an older parked event of this person, not among `event_ids`, is still waiting
@@ -159,32 +177,45 @@ class RetryStore:
         mine = {digest(event_id) for event_id in event_ids}
         return any(entry["S"] < position for key, entry in parked.items() if key not in mine)
 
-    def release(self, person: str, event_id: str) -> None:
-        """Drop a delivered or rejected event from its person's barrier; the item goes when empty."""
+    def release(self, person: str, event_id: str, position: str) -> None:
+        """Drop a delivered or rejected event from its person's barrier, if the entry is the one
+        its message was parked with; the item goes when empty."""
         key = {"person": {"S": digest(person)}}
         conditional_failed = self.dynamodb.exceptions.ConditionalCheckFailedException
         try:
-            # The condition stops UpdateItem from creating an empty item for a person with none.
+            # The condition also stops UpdateItem from creating an empty item for a person with none.
             self.dynamodb.update_item(
                 TableName=self.table,
                 Key=key,
                 UpdateExpression="REMOVE parked.#e",
-                ConditionExpression="attribute_exists(person)",
+                ConditionExpression="parked.#e = :position",
                 ExpressionAttributeNames={"#e": digest(event_id)},
+                ExpressionAttributeValues={":position": {"S": position}},
             )
+        except conditional_failed:
+            return  # not parked, or parked again since under another position
+        with contextlib.suppress(conditional_failed):  # other events of this person are still parked
             self.dynamodb.delete_item(
                 TableName=self.table,
                 Key=key,
-                ConditionExpression="attribute_not_exists(parked) OR size(parked) = :zero",
+                ConditionExpression="size(parked) = :zero",
                 ExpressionAttributeValues={":zero": {"N": "0"}},
             )
-        except conditional_failed:
-            pass  # nothing was parked, or other events of this person still are
 
     def _hold(self, person: str, parcels: Sequence[Parcel]) -> dict[str, str]:
-        """Enter the parcels in the person's barrier; each one's position (the first one stored,
-        if the same event was parked before)."""
+        """Enter the parcels in the person's barrier; each one's position (the one stored first,
+        if the same event is still parked). On failure the entries this call made are removed."""
         key = {"person": {"S": digest(person)}}
+        positions: dict[str, str] = {}
+        try:
+            return self._enter(key, parcels, positions)
+        except Exception:
+            for parcel in parcels:
+                if positions.get(parcel.event_id) == parcel.sequence:
+                    self._release_quietly(parcel)
+            raise
+
+    def _enter(self, key: dict[str, Any], parcels: Sequence[Parcel], positions: dict[str, str]) -> dict[str, str]:
         for attempt in (1, 2):
             try:
                 self.dynamodb.update_item(
@@ -196,7 +227,6 @@ class RetryStore:
                         ":expires": {"N": str(int(time.time()) + BARRIER_TTL_SECONDS)},
                     },
                 )
-                positions: dict[str, str] = {}
                 for start in range(0, len(parcels), HOLD_CHUNK):
                     chunk = parcels[start : start + HOLD_CHUNK]
                     names = {f"#e{n}": digest(p.event_id) for n, p in enumerate(chunk)}
@@ -221,11 +251,23 @@ class RetryStore:
                     raise
         raise AssertionError("unreachable")
 
-    def _release_quietly(self, person: str, event_id: str) -> None:
+    def _release_quietly(self, parcel: Parcel) -> None:
         try:
-            self.release(person, event_id)
+            self.release(parcel.person, parcel.event_id, parcel.sequence)
         except Exception:  # the barrier entry expires with its TTL
             return
+
+
+def _run(executor: Executor | None, function: Callable[..., Any], *args: Any) -> Future[Any]:
+    """Run on the executor when there is one (parking many people at once), else right here."""
+    if executor is not None:
+        return executor.submit(function, *args)
+    future: Future[Any] = Future()
+    try:
+        future.set_result(function(*args))
+    except Exception as error:
+        future.set_exception(error)
+    return future
 
 
 def _parking_error(what: str, error: Exception) -> ParkingError:

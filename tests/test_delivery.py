@@ -229,8 +229,10 @@ def test_one_bad_group_event_does_not_reject_the_others_naming_its_company(sandb
 
 
 def test_a_persons_tracks_wait_for_their_write_and_stop_at_a_failure(sandbox: Sandbox, monkeypatch) -> None:
-    # Given Gainsight failing Ada's People PUT for the whole budget, and one of Grace's publishes
+    # Given Gainsight failing Ada's People PUT for the whole budget, and one of Grace's publishes,
+    # with one call at a time so that "not yet started" is deterministic
     monkeypatch.setenv("GAINSIGHT_MAX_RETRIES", "0")
+    monkeypatch.setenv("GAINSIGHT_CONCURRENCY", "1")
     sandbox.fail(Fault(status=503, operation="person_upsert"), Fault(status=503, operation="event_publish"))
     ada = {"context": {"traits": {"email": "ada@example.com"}}}
     grace = {"context": {"traits": {"email": "grace@example.com"}}}
@@ -246,7 +248,7 @@ def test_a_persons_tracks_wait_for_their_write_and_stop_at_a_failure(sandbox: Sa
     # Then none of Ada's tracks went out ahead of her failed write: all wait in the retry queue
     assert [results[m]["outcome"] for m in ("ada-before", "ada-identify", "ada-after")] == ["deferred"] * 3
     assert "held behind an earlier event of this person" in results["ada-after"]["error"]
-    # and Grace's second track was not published past her first, which failed
+    # and Grace's second track, not yet started when her first failed, was held behind it
     assert [results[m]["outcome"] for m in ("grace-1", "grace-2")] == ["deferred", "deferred"]
     assert sandbox.state.snapshot()["events"] == []
 
@@ -261,3 +263,13 @@ def test_fast_failures_then_a_hang_still_answer_within_the_budget(sandbox: Sandb
     # Then the last attempt is cut at the deadline: the request answers within its budget
     assert time.monotonic() - started < 3.3
     assert reply.outcomes == ["deferred"]
+
+
+def test_one_users_batch_of_tracks_is_published_concurrently(sandbox: Sandbox) -> None:
+    # A client SDK's batch is one user's: their tracks must not queue up one after another
+    sandbox.state.faults.latency = 0.1
+    batch = [track(message_id=str(n), n=n) | {"context": {"traits": {"email": "ada@example.com"}}} for n in range(40)]
+    started = time.monotonic()
+    reply = post("/v1/batch", {"batch": batch})
+    assert set(reply.outcomes) == {"delivered"}
+    assert time.monotonic() - started < 2.0  # 40 calls of 100 ms on 8 connections, not 4 s in a row

@@ -3,6 +3,7 @@ behaviour (five-minute deduplication, refusing one entry of a batch) has to be o
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import boto3
@@ -55,18 +56,31 @@ def store(sandbox, aws: LocalAws) -> RetryStore:
     return RetryStore(aws.queue, BARRIER_TABLE, RecordingSqs(), RecordingDynamoDb())
 
 
-def test_a_repark_after_release_is_a_new_message_not_a_duplicate(store: RetryStore) -> None:
-    # Given an event parked, and parked again by a sender's retry while it waits
+def _sent(store: RetryStore) -> list[dict[str, Any]]:
+    return store.sqs.sent  # type: ignore[attr-defined, no-any-return]
+
+
+def test_an_event_still_parked_is_not_queued_twice_and_a_new_park_is_a_new_message(store: RetryStore) -> None:
+    # Given an event parked, and parked again by a sender's retry while it still waits
     assert store.park([parcel(0)]) == {}
     assert store.park([parcel(0)]) == {}
-    first, again = store.sqs.sent  # type: ignore[attr-defined]
-    # Then the second is the same message to SQS (deduplicated) at the same barrier position
-    assert first["MessageDeduplicationId"] == again["MessageDeduplicationId"]
-    # When it is delivered and released, then fails again and is parked within five minutes
-    store.release("email:ada@example.com", "e0")
+    # Then it was queued once: a second copy would be applied after the person's newer events,
+    # and SQS forgets deduplication ids after five minutes
+    [first] = _sent(store)
+    # When it is delivered and released, then fails again and is parked (within five minutes)
+    position = json.loads(first["MessageBody"])["sequence"]
+    store.release("email:ada@example.com", "e0", position)
+    assert store.blocked(["email:ada@example.com"]) == set()
     assert store.park([parcel(0)]) == {}
-    # Then it gets a new deduplication id: SQS remembers ids for five minutes even after deletion
-    assert store.sqs.sent[-1]["MessageDeduplicationId"] != first["MessageDeduplicationId"]  # type: ignore[attr-defined]
+    # Then it is a new message with a new deduplication id, which SQS does not drop
+    assert len(_sent(store)) == 2
+    assert _sent(store)[1]["MessageDeduplicationId"] != first["MessageDeduplicationId"]
+    assert store.blocked(["email:ada@example.com"]) == {"email:ada@example.com"}
+
+
+def test_release_only_lifts_the_entry_its_message_was_parked_with(store: RetryStore) -> None:
+    store.park([parcel(0)])
+    store.release("email:ada@example.com", "e0", "an-older-position")
     assert store.blocked(["email:ada@example.com"]) == {"email:ada@example.com"}
 
 
@@ -75,21 +89,19 @@ def test_many_events_of_one_person_fit_dynamodbs_expression_limit(store: RetrySt
     assert max(len(expression) for expression in store.dynamodb.expressions) < 4096  # type: ignore[attr-defined]
     item = boto3.client("dynamodb").scan(TableName=BARRIER_TABLE)["Items"][0]
     assert len(item["parked"]["M"]) == 120
+    assert len(_sent(store)) == 120
 
 
-def test_after_a_refused_message_the_persons_later_events_are_not_sent(aws: LocalAws, sandbox) -> None:
-    # Given SQS refusing Ada's second event of three, and Grace's events going through
+def test_after_a_refused_message_the_persons_later_batches_are_not_sent(aws: LocalAws, sandbox) -> None:
+    # Given SQS refusing Ada's second event of twelve (sent ten to a call), and Grace's going through
     store = RetryStore(aws.queue, BARRIER_TABLE, RecordingSqs(refuse={"1"}), RecordingDynamoDb())
-    parcels = [parcel(0), parcel(1), parcel(2), parcel(3, person="email:grace@example.com")]
+    parcels = [parcel(n) for n in range(12)] + [parcel(12, person="email:grace@example.com")]
     # When they are parked
     failed = store.park(parcels)
-    # Then Ada's refused event and the one after it fail, so the sender retries both, in order
-    # (the later one reached SQS in the same batch: its retry is deduplicated or idempotent);
-    # her first and Grace's are parked, and Ada's barrier keeps only her first
-    assert sorted(failed) == [1, 2]
-    assert [e["Id"] for e in store.sqs.sent] == ["0", "2", "3"]  # type: ignore[attr-defined]
-    items = {
-        i["person"]["S"]: i["parked"]["M"] for i in boto3.client("dynamodb").scan(TableName=BARRIER_TABLE)["Items"]
-    }
-    assert sorted(len(parked) for parked in items.values()) == [1, 1]
-    assert store.waiting_before("email:ada@example.com", ["e2"], parcels[2].sequence)  # e2 must wait behind e0
+    # Then the refused one fails, and so do Ada's events that would have gone in a later call;
+    # what SQS took in the same call stays parked; Grace is not held up by Ada
+    assert sorted(failed) == [1, 10, 11]
+    assert [e["Id"] for e in _sent(store)] == [str(n) for n in (0, *range(2, 10), 12)]
+    # and the barrier keeps exactly what is queued, so the sender's retries queue behind it
+    item = next(i for i in boto3.client("dynamodb").scan(TableName=BARRIER_TABLE)["Items"] if len(i["parked"]["M"]) > 1)
+    assert len(item["parked"]["M"]) == 9

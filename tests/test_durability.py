@@ -192,3 +192,47 @@ def test_fault_run_loses_and_duplicates_nothing(sandbox: Sandbox, aws: LocalAws,
         identifies = [e for e in valid if e["type"] == "identify" and e["traits"]["email"] == email]
         if identifies:
             assert person["Timezone"] == identifies[-1]["traits"]["timezone"], email
+
+
+def _park_directly(aws: LocalAws, event: dict[str, Any], position: str) -> None:
+    """Park an event as a request would, at a chosen barrier position."""
+    from devtools.local import BARRIER_TABLE
+    from parking import Parcel, RetryStore, parking_id
+
+    store = RetryStore(aws.queue, BARRIER_TABLE, boto3.client("sqs"), boto3.client("dynamodb"))
+    assert store.park([Parcel(0, "email:ada@example.com", parking_id(event), position, event)]) == {}
+
+
+def test_the_retry_consumer_applies_a_persons_events_in_barrier_order(sandbox: Sandbox, aws: LocalAws) -> None:
+    # Given two requests that queued one person's identifies out of turn (the later one first)
+    _park_directly(aws, identify(message_id="later", firstName="Later"), "00000000000000000002-000000")
+    _park_directly(
+        aws, identify(message_id="earlier", firstName="Earlier", timezone="UTC"), "00000000000000000001-000000"
+    )
+    # When the consumer takes them
+    drain(aws.queue)
+    # Then they are applied in barrier order: the later one's values win
+    [person] = sandbox.state.snapshot()["people"]
+    assert (person["FirstName"], person["Timezone"]) == ("Later", "UTC")
+
+
+def test_after_a_failure_the_consumer_keeps_the_persons_later_events_parked(sandbox: Sandbox, aws: LocalAws) -> None:
+    from devtools.local import LambdaContext, sqs_records
+    from retry_app import lambda_handler as retry_handler
+
+    # Given a person's parked track, then their parked identify, and Gainsight refusing the track
+    ada = {"context": {"traits": {"email": "ada@example.com"}}}
+    _park_directly(aws, track(message_id="t1") | ada, "00000000000000000001-000000")
+    _park_directly(aws, identify(message_id="i2", firstName="Ada"), "00000000000000000002-000000")
+    sandbox.fail(Fault(status=503, operation="event_publish", times=100))
+    sqs = boto3.client("sqs")
+    messages = sqs.receive_message(QueueUrl=aws.queue, MaxNumberOfMessages=10, AttributeNames=["All"])["Messages"]
+    assert len(messages) == 2
+    # When the consumer runs once
+    arn = sqs.get_queue_attributes(QueueUrl=aws.queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    response = retry_handler({"Records": sqs_records(messages, arn)}, LambdaContext(timeout_seconds=20))
+    # Then both come back, and the identify stays in the barrier: the person's new events keep waiting
+    assert {f["itemIdentifier"] for f in response["batchItemFailures"]} == {m["MessageId"] for m in messages}
+    [item] = boto3.client("dynamodb").scan(TableName="gainsight-destination-barriers")["Items"]
+    assert len(item["parked"]["M"]) == 2
+    assert post("/v1/identify", identify(message_id="i3", firstName="Newer")).outcomes == ["deferred"]

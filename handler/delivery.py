@@ -159,9 +159,9 @@ HELD = Outcome("failed", 409, "held behind an earlier event of this person that 
 class Delivery:
     """Runs one batch's plan against Gainsight on a bounded pool of threads.
 
-    Each person's work is a chain: their merged People PUT, then their track events one by one in
-    event order; a chain stops at its first transient failure and holds the rest, so nothing of a
-    person is applied after an earlier event of theirs that is going to be retried. Chains of
+    Each person's work is a chain: their merged People PUT, then their track events, which start
+    in event order and run concurrently. A transient failure holds what of that person has not
+    started yet, so it is parked behind the failed event instead of overtaking it. Chains of
     different people run concurrently.
     """
 

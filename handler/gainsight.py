@@ -19,6 +19,7 @@ from errors import GainsightError
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 INSERT_RETRY_STATUSES = frozenset({429, 503})
+MIN_ATTEMPT_SECONDS = 1.0
 AUTH_ERROR_CODES = frozenset({"GS_APIG_2401", "GSOBJ_1024"})
 NOT_FOUND_CODES = frozenset({"GSOBJ_1011"})
 MAX_WRITE_RECORDS = 50
@@ -72,14 +73,23 @@ class DeadlineTimeout(urllib3.Timeout):
 class DeadlineRetry(Retry):
     """urllib3's Retry that shares 429 backoff through a Throttle and never sleeps past a deadline."""
 
-    def __init__(self, *args: Any, deadline: float = float("inf"), throttle: Throttle | None = None, **kw: Any):
+    def __init__(
+        self,
+        *args: Any,
+        deadline: float = float("inf"),
+        throttle: Throttle | None = None,
+        least: float = 0.0,
+        **kw: Any,
+    ):
         super().__init__(*args, **kw)
         self.deadline = deadline
         self.throttle = throttle or Throttle()
+        self.least = least  # the time an attempt must have left to be worth starting
 
     def new(self, **kw: Any) -> DeadlineRetry:
         kw.setdefault("deadline", self.deadline)
         kw.setdefault("throttle", self.throttle)
+        kw.setdefault("least", self.least)
         return super().new(**kw)
 
     def get_backoff_time(self) -> float:
@@ -96,7 +106,7 @@ class DeadlineRetry(Retry):
 
     def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
         retry = super().increment(method, url, response, error, _pool, _stacktrace)
-        if time.monotonic() + retry._delay(response) >= self.deadline:
+        if time.monotonic() + retry._delay(response) + self.least > self.deadline:
             reason = error or ResponseError(f"retry would pass the deadline (HTTP {getattr(response, 'status', '-')})")
             raise MaxRetryError(_pool, url or "", reason) from reason
         return retry
@@ -265,8 +275,11 @@ class Gainsight:
     def _send(
         self, operation: str, method: str, path: str, body: Any, headers: Mapping[str, str] | None
     ) -> urllib3.BaseHTTPResponse:
+        # An attempt cut short while Gainsight is still working on it leaves its outcome unknown
+        # (a track event could then be published twice): only start one that has time to finish.
+        least = min(self.read_timeout, MIN_ATTEMPT_SECONDS)
         wait = self.throttle.remaining()
-        if time.monotonic() + wait >= self.deadline:
+        if time.monotonic() + wait + least > self.deadline:
             raise GainsightError(
                 "time budget ran out before this call could be made",
                 status_code=504,
@@ -292,6 +305,7 @@ class Gainsight:
             respect_retry_after_header=True,
             deadline=self.deadline,
             throttle=self.throttle,
+            least=least,
         )
         request_headers = {"Content-Type": "application/json", **(headers or {})}
         if "Accesskey" not in request_headers and operation != "event_publish":

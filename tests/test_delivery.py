@@ -187,14 +187,15 @@ def test_a_429_slows_every_call_down_together(sandbox: Sandbox) -> None:
 
 
 def test_gainsight_down_for_the_whole_budget_still_answers_in_time(sandbox: Sandbox, monkeypatch) -> None:
-    monkeypatch.setenv("DELIVERY_BUDGET_SECONDS", "2")
+    monkeypatch.setenv("DELIVERY_BUDGET_SECONDS", "4")
     monkeypatch.setenv("GAINSIGHT_MAX_RETRIES", "10")
     sandbox.fail(Fault(status=503, retry_after="1", times=1000))
     started = time.monotonic()
     reply = post("/v1/batch", {"batch": [track(message_id=str(n)) for n in range(20)] + [group()]})
-    assert time.monotonic() - started < 2.5
+    assert time.monotonic() - started < 4.3
     assert reply.status == 200
     assert set(reply.outcomes) == {"deferred"}
+    assert sandbox.state.count() > 21  # it did keep retrying while the budget allowed
 
 
 def test_a_company_created_meanwhile_by_another_request_is_updated_not_rejected(sandbox: Sandbox) -> None:

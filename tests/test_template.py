@@ -110,7 +110,8 @@ def test_the_retry_function_may_only_consume_the_queue_it_drains(template) -> No
     }  # fmt: skip
     _assert_scoped(function, grants, parameters=3)  # the consumer never checks write keys
     assert not any("WriteKeys" in str(resource) for resource in grants["ReadOwnParameters"][1])
-    retry = function["Events"]["Retry"]["Properties"]
+    retry = template["Resources"]["RetryEventSource"]["Properties"]
+    assert retry["EventSourceArn"] == {"Fn::GetAtt": ["RetryQueue", "Arn"]}
     assert retry["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert retry["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "RetryConcurrency"}}
     assert f"def {function['Handler'].split('.')[1]}(" in (ROOT / "handler" / "retry_app.py").read_text()
@@ -148,3 +149,28 @@ def test_failed_events_dead_letter_and_alarms_watch_them(template) -> None:
     ingest_source = (ROOT / "handler" / "ingest.py").read_text()
     for name in ("CredentialsRejectedAlarm", "ThrottlingAlarm"):
         assert f'name="{resources[name]["Properties"]["MetricName"]}"' in ingest_source
+
+
+def test_sam_adds_no_broad_managed_policy_to_either_role(template, monkeypatch) -> None:
+    # SAM's own transform, as `sam deploy` runs it: the roles get logging and X-Ray, nothing on "*"
+    import copy
+
+    from samtranslator.translator.transform import transform
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    document = copy.deepcopy(template)
+    for name in ("DestinationFunction", "RetryFunction"):
+        document["Resources"][name]["Properties"]["CodeUri"] = "s3://bucket/key"  # what `sam package` puts there
+
+    class ManagedPolicies:
+        def load(self) -> dict[str, str]:
+            names = {
+                "AWSLambdaBasicExecutionRole": "service-role/", "AWSXrayWriteOnlyAccess": "",
+                "AWSLambdaSQSQueueExecutionRole": "service-role/",
+            }  # fmt: skip
+            return {name: f"arn:aws:iam::aws:policy/{path}{name}" for name, path in names.items()}
+
+    resources = transform(document, {}, ManagedPolicies())["Resources"]
+    for role in ("DestinationFunctionRole", "RetryFunctionRole"):
+        managed = {arn.rsplit("/", 1)[-1] for arn in resources[role]["Properties"]["ManagedPolicyArns"]}
+        assert managed == {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess"}, role

@@ -152,91 +152,55 @@ def seed_parameters(
         ssm.put_parameter(Name=PARAMS[env_name], Type=kind, Value=value, Overwrite=True)
 
 
-RETRY_QUEUE = "gainsight-destination-retry.fifo"
-DEAD_LETTER_QUEUE = "gainsight-destination-dlq.fifo"
-BARRIER_TABLE = "gainsight-destination-barriers"
-IDEMPOTENCY_TABLE = "gainsight-destination-idempotency"
-LOCAL_MAX_RECEIVES = 3
+EVENT_TABLE = "gainsight-destination-events"
 
 
-def create_resources(*, max_receives: int = LOCAL_MAX_RECEIVES) -> dict[str, str]:
-    """The retry queue, its dead-letter queue and the two tables, as template.yaml declares them."""
+def create_resources() -> str:
+    """The event store table, as template.yaml declares it; its name."""
     import boto3
 
-    sqs: Any = boto3.client("sqs")
     dynamodb: Any = boto3.client("dynamodb")
-    fifo = {"FifoQueue": "true", "ContentBasedDeduplication": "false"}
-    dlq_url = sqs.create_queue(QueueName=DEAD_LETTER_QUEUE, Attributes=fifo)["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives})
-    queue_url = sqs.create_queue(QueueName=RETRY_QUEUE, Attributes=fifo | {"RedrivePolicy": redrive})["QueueUrl"]
-    for table, key in ((BARRIER_TABLE, "person"), (IDEMPOTENCY_TABLE, "id")):
-        if table not in dynamodb.list_tables()["TableNames"]:
-            dynamodb.create_table(
-                TableName=table,
-                KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
-                AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
-                BillingMode="PAY_PER_REQUEST",
-            )
-    os.environ.update(
-        {"RETRY_QUEUE_URL": queue_url, "BARRIER_TABLE": BARRIER_TABLE, "IDEMPOTENCY_TABLE": IDEMPOTENCY_TABLE}
-    )
-    return {"queue": queue_url, "dlq": dlq_url}
+    if EVENT_TABLE not in dynamodb.list_tables()["TableNames"]:
+        dynamodb.create_table(
+            TableName=EVENT_TABLE,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[
+                {"AttributeName": name, "AttributeType": "S"} for name in ("pk", "sk", "queue", "seq")
+            ],
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": "queue",
+                    "KeySchema": [
+                        {"AttributeName": "queue", "KeyType": "HASH"},
+                        {"AttributeName": "seq", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    os.environ["EVENT_TABLE"] = EVENT_TABLE
+    return EVENT_TABLE
 
 
-def sqs_records(messages: list[dict[str, Any]], queue_arn: str) -> list[dict[str, Any]]:
-    """Messages from ReceiveMessage as the SQS trigger hands them to Lambda."""
-    return [
-        {
-            "messageId": m["MessageId"],
-            "receiptHandle": m["ReceiptHandle"],
-            "body": m["Body"],
-            "attributes": m.get("Attributes", {}),
-            "messageAttributes": {},
-            "md5OfBody": m.get("MD5OfBody", ""),
-            "eventSource": "aws:sqs",
-            "eventSourceARN": queue_arn,
-            "awsRegion": "us-east-1",
-        }
-        for m in messages
-    ]
-
-
-def drain(queue_url: str, *, rounds: int = 50) -> dict[str, int]:
-    """Run the retry consumer as the SQS trigger would, until the queue is empty.
-
-    Failed messages are made visible again at once (AWS waits for the visibility timeout), so a
-    message that keeps failing reaches the dead-letter queue after its maximum receives.
-    """
-    import boto3
-
+def drain(*, runs: int = 1, hours_between: float = 2.0) -> dict[str, int]:
+    """Run the drain as its schedule would, `runs` times, each `hours_between` after the last, so
+    every parked event is due again (the real schedule runs every minute and waits out backoffs)."""
     use_handler_path()
-    from retry_app import lambda_handler as retry_handler
+    import ingest
 
-    sqs: Any = boto3.client("sqs")
-    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    counts = {"invocations": 0, "acknowledged": 0, "retried": 0}
-    for _ in range(rounds):
-        messages = sqs.receive_message(
-            QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"], VisibilityTimeout=30
-        ).get("Messages", [])
-        if not messages:
-            break
-        os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "gainsight-destination-retry"
-        context = LambdaContext(function_name="gainsight-destination-retry", timeout_seconds=60)
-        response = retry_handler({"Records": sqs_records(messages, arn)}, context)
-        counts["invocations"] += 1
-        failed = {item["itemIdentifier"] for item in response["batchItemFailures"]}
-        for message in messages:
-            if message["MessageId"] in failed:
-                counts["retried"] += 1
-                sqs.change_message_visibility(
-                    QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
-                )
-            else:
-                counts["acknowledged"] += 1
-                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-    return counts
+    os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "gainsight-destination-drain"
+    totals: dict[str, int] = {}
+    for run in range(1, runs + 1):
+        offset = run * hours_between * 3600
+
+        def later(offset: float = offset) -> float:
+            return time.time() + offset
+
+        report = ingest.drain(60.0, clock=later)
+        for key, value in vars(report).items():
+            totals[key] = totals.get(key, 0) + value
+    return totals
 
 
 LOCAL_ENV = {
@@ -252,13 +216,12 @@ LOCAL_ENV = {
 @dataclass(frozen=True)
 class LocalAws:
     endpoint: str
-    queue: str
-    dlq: str
+    table: str
 
 
 @contextmanager
 def moto_aws() -> Iterator[LocalAws]:
-    """A moto server on loopback for SSM, SQS and DynamoDB; AWS_ENDPOINT_URL points boto3 at it."""
+    """A moto server on loopback for SSM and DynamoDB; AWS_ENDPOINT_URL points boto3 at it."""
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
@@ -266,20 +229,12 @@ def moto_aws() -> Iterator[LocalAws]:
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    names = [
-        *LOCAL_ENV,
-        "AWS_ENDPOINT_URL",
-        "RETRY_QUEUE_URL",
-        "BARRIER_TABLE",
-        "IDEMPOTENCY_TABLE",
-        "AWS_LAMBDA_FUNCTION_NAME",
-    ]
+    names = [*LOCAL_ENV, "AWS_ENDPOINT_URL", "EVENT_TABLE", "AWS_LAMBDA_FUNCTION_NAME"]
     previous = {key: os.environ.get(key) for key in names}
     os.environ.update(LOCAL_ENV)
     os.environ["AWS_ENDPOINT_URL"] = endpoint
     try:
-        queues = create_resources()
-        yield LocalAws(endpoint, queues["queue"], queues["dlq"])
+        yield LocalAws(endpoint, create_resources())
     finally:
         server.stop()
         for key, value in previous.items():

@@ -1,109 +1,92 @@
-"""Replay the dead-letter queue into the retry queue once the cause is fixed.
+"""Replay rejected events once their cause is fixed (a missing event name mapping, a refused field,
+events that gave up retrying): they are parked again, as if accepted now, and the drain delivers
+them in order.
 
-    python -m devtools.replay --stack gainsight-destination --dry-run   # count what is there (moves nothing)
-    python -m devtools.replay --stack gainsight-destination             # move it back, in order
+    python -m devtools.replay --stack gainsight-destination --dry-run                 # count them, by reason
+    python -m devtools.replay --stack gainsight-destination --code no_event_name_mapping
+    python -m devtools.replay --stack gainsight-destination --since 2026-11-30T08:00:00Z --until 2026-11-30T12:00:00Z
 
-Messages keep their message group (their person), so each person's events are replayed in the
-order they were parked; the retry consumer then delivers them oldest first.
+Rejected events are kept for `RejectedRetentionDays` (14 by default).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
+import uuid
 from collections import Counter
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-RECEIVE_BATCH = 10
+from devtools.local import use_handler_path
+
+use_handler_path()
+
+from record import seq_before, sequence  # noqa: E402
+from store import EventStore, Stored  # noqa: E402
 
 
-def queue_urls(cloudformation: Any, stack: str) -> tuple[str, str]:
-    """The retry queue and dead-letter queue URLs from the stack's outputs."""
+def table_name(cloudformation: Any, stack: str) -> str:
+    """The event store's table name from the stack's outputs."""
     outputs = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]["Outputs"]
-    by_key = {output["OutputKey"]: output["OutputValue"] for output in outputs}
-    return by_key["RetryQueueUrl"], by_key["DeadLetterQueueUrl"]
+    return next(o["OutputValue"] for o in outputs if o["OutputKey"] == "EventTableName")
 
 
-def _kind(body: str) -> str:
-    try:
-        event = json.loads(body)["event"]
-        return str(event.get("type") or "unknown").lower()
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return "unreadable"
+def rejected(store: EventStore, since: float, until: float, codes: Sequence[str]) -> Iterator[Stored]:
+    """Rejected events accepted in [since, until), oldest first, with one of `codes` (any if none)."""
+    start = None
+    while True:
+        page, start = store.rejected_page(seq_before(since), seq_before(until), start)
+        yield from (s for s in page if not codes or s.code in codes)
+        if start is None:
+            return
 
 
-def waiting(sqs: Any, queue_url: str) -> int:
-    """Messages in a queue, visible or in flight (SQS's approximate count)."""
-    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)["Attributes"]
-    return sum(int(attributes[name]) for name in names)
-
-
-def replay(sqs: Any, dead_letter_url: str, queue_url: str) -> Counter[str]:
-    """Move every dead-lettered message back to the retry queue, each group's in order; counts by type.
+def replay(store: EventStore, events: Sequence[Stored], *, clock: Any = time.time) -> int:
+    """Park the events again, in their original order, as accepted now; how many were parked.
 
     Raises:
-        RuntimeError: when the retry queue refuses messages; those stay in the dead-letter queue.
+        RuntimeError: naming how many could not be parked (they stay rejected; run it again).
     """
-    counts: Counter[str] = Counter()
-    suffix = f"-replay-{int(time.time())}"  # a new deduplication id, or SQS may drop the replay
-    while messages := sqs.receive_message(
-        QueueUrl=dead_letter_url,
-        MaxNumberOfMessages=RECEIVE_BATCH,
-        AttributeNames=["MessageGroupId", "MessageDeduplicationId"],
-        VisibilityTimeout=60,
-        WaitTimeSeconds=1,
-    ).get("Messages", []):
-        entries = [
-            {
-                "Id": str(n),
-                "MessageBody": m["Body"],
-                "MessageGroupId": m["Attributes"]["MessageGroupId"],
-                "MessageDeduplicationId": (m["Attributes"]["MessageDeduplicationId"] + suffix)[-128:],
-            }
-            for n, m in enumerate(messages)
-        ]
-        reply = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
-        sent = {entry["Id"] for entry in reply.get("Successful", [])}
-        if sent:
-            sqs.delete_message_batch(
-                QueueUrl=dead_letter_url,
-                Entries=[
-                    {"Id": str(n), "ReceiptHandle": m["ReceiptHandle"]}
-                    for n, m in enumerate(messages)
-                    if str(n) in sent
-                ],
-            )
-        counts.update(_kind(m["Body"]) for n, m in enumerate(messages) if str(n) in sent)
-        if len(sent) < len(messages):
-            raise RuntimeError(f"the retry queue refused {len(messages) - len(sent)} messages; they stay dead-lettered")
-    return counts
+    arrival_ns, tag = int(clock() * 1e9), uuid.uuid4().hex
+    seqs = [sequence(arrival_ns, tag, n) for n in range(len(events))]
+    failed = store.replay(events, seqs, time.monotonic() + 60)
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(events)} events could not be parked again; they stay rejected")
+    return len(events)
+
+
+def _time(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC).timestamp()
 
 
 def main(argv: list[str] | None = None) -> int:
     import boto3
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stack", help="read both queue URLs from this stack's outputs")
-    parser.add_argument("--dead-letter-url")
-    parser.add_argument("--queue-url")
-    parser.add_argument("--dry-run", action="store_true", help="only count the dead-lettered events")
+    parser.add_argument("--stack", help="read the table name from this stack's outputs")
+    parser.add_argument("--table", help="the event store table (instead of --stack)")
+    parser.add_argument("--code", action="append", default=[], help="only events rejected with this code")
+    parser.add_argument("--since", type=_time, default=0.0, help="accepted at or after (ISO 8601)")
+    parser.add_argument("--until", type=_time, default=None, help="accepted before (ISO 8601)")
+    parser.add_argument("--dry-run", action="store_true", help="only count what would be replayed")
     args = parser.parse_args(argv)
     if args.stack:
-        queue_url, dead_letter_url = queue_urls(boto3.client("cloudformation"), args.stack)
-    elif args.queue_url and args.dead_letter_url:
-        queue_url, dead_letter_url = args.queue_url, args.dead_letter_url
+        table = table_name(boto3.client("cloudformation"), args.stack)
+    elif args.table:
+        table = args.table
     else:
-        parser.error("give --stack, or both --queue-url and --dead-letter-url")
-    sqs = boto3.client("sqs")
+        parser.error("give --stack or --table")
+    store = EventStore(table, boto3.client("dynamodb"))
+    events = list(rejected(store, args.since, args.until or time.time() + 1, args.code))
+    counts = Counter(f"{s.code or 'gainsight'} ({s.record.kind})" for s in events)
+    detail = ", ".join(f"{key}: {n}" for key, n in sorted(counts.items())) or "nothing"
     if args.dry_run:
-        print(f"{waiting(sqs, dead_letter_url)} events in the dead-letter queue; nothing moved")
+        print(f"{len(events)} rejected events would be replayed ({detail}); nothing changed")
         return 0
-    counts = replay(sqs, dead_letter_url, queue_url)
-    detail = ", ".join(f"{kind}: {n}" for kind, n in sorted(counts.items())) or "nothing"
-    print(f"replayed {sum(counts.values())} events ({detail}); {waiting(sqs, dead_letter_url)} left")
+    print(f"replayed {replay(store, events)} events ({detail})")
     return 0
 
 

@@ -1,7 +1,7 @@
 """`make run`: the main job on local defaults. Starts the Gainsight sandbox and moto (SSM seeded
-with demo settings, the retry queue, the tables), invokes the handler with every events/*.json as
-`sam local invoke -e` would, drains the retry queue, prints each response and what Gainsight
-received, then stops everything."""
+with demo settings, the event store table), invokes the handler with every events/*.json as
+`sam local invoke -e` would, runs the drain of parked events, prints each response and what
+Gainsight received, then stops everything."""
 
 from __future__ import annotations
 
@@ -20,13 +20,13 @@ def main(paths: list[str]) -> int:
         os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
         os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     files = [Path(p) for p in paths] or sorted((ROOT / "events").glob("*.json"))
-    with Sandbox() as sandbox, moto_aws() as aws:
+    with Sandbox() as sandbox, moto_aws():
         seed_parameters(sandbox.url)
         for path in files:
             response = invoke(json.loads(path.read_text()))
             print(f"\n=== {path.name}: HTTP {response['statusCode']}")
             print(json.dumps(json.loads(response["body"]), indent=2))
-        print(f"\n=== Retry queue drained through the SQS entry point: {drain(aws.queue)}")
+        print(f"\n=== Parked events drained (as the scheduled drain would): {drain()}")
         print("\n=== What the Gainsight sandbox holds")
         print(json.dumps(sandbox.state.snapshot(), indent=2))
     return 0

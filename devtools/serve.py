@@ -84,15 +84,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=3000)
     args = parser.parse_args()
-    with Sandbox() as sandbox, moto_aws() as aws, LocalApi(args.port) as api:
+    with Sandbox() as sandbox, moto_aws(), LocalApi(args.port) as api:
         seed_parameters(sandbox.url)
         print(f"Local API on {api.url} (write key {DEMO_WRITE_KEY!r}); POST {api.url}/v1/batch")
         print(f"Gainsight sandbox state: {sandbox.url}/_sandbox/state   (Ctrl-C to stop)")
         try:
-            while True:  # the retry function's SQS trigger, every few seconds
+            while True:  # the drain's schedule, compressed
                 time.sleep(3)
                 with _invoke_lock:
-                    drain(aws.queue, rounds=5)
+                    drain()
         except KeyboardInterrupt:
             print(json.dumps(sandbox.state.snapshot()["calls"]))
 

@@ -9,14 +9,11 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from errors import DestinationError, GainsightError
 from gainsight import MAX_WRITE_RECORDS, Gainsight
 from mapping import CompanyUpsert, EventPublish, Operation, PersonUpsert, email_key
-
-if TYPE_CHECKING:
-    from exactly_once import OncePublisher
 
 QUERY_CHUNK = 100  # names per IN query: keeps the request body small and the answer under 5,000 rows
 
@@ -70,25 +67,31 @@ class PersonWrite:
 @dataclass
 class Plan:
     companies: dict[str, CompanyWrite] = field(default_factory=dict)
-    people: dict[str, PersonWrite] = field(default_factory=dict)  # by person key
-    events: dict[str, list[tuple[int, EventPublish]]] = field(default_factory=dict)  # tracks by person key
+    links: dict[str, list[int]] = field(default_factory=dict)  # company name -> link-only group events
+    # chain key -> email key -> that person's write, in first-seen order
+    people: dict[str, dict[str, PersonWrite]] = field(default_factory=dict)
+    events: dict[str, list[tuple[int, EventPublish]]] = field(default_factory=dict)  # tracks by chain key
 
 
-def plan(operations: Iterable[tuple[int, Operation]], persons: Mapping[int, str] | None = None) -> Plan:
-    """Group a batch's operations (given in event order) by company name and by person: the
-    person key of identify and group events is their email, case folded; `persons` gives the
-    key of each track event (see mapping.person_key)."""
+def plan(operations: Iterable[tuple[int, Operation]], chains: Mapping[int, str] | None = None) -> Plan:
+    """Group a batch's operations (given in event order) by company name and by chain: events
+    linked through a person identifier share a chain key (see record.components); within a chain,
+    one write per email."""
     result = Plan()
     for index, op in operations:
+        key = chains.get(index, f"event:{index}") if chains is not None else f"event:{index}"
         if isinstance(op, EventPublish):
-            key = persons.get(index, f"event:{index}") if persons is not None else f"event:{index}"
             result.events.setdefault(key, []).append((index, op))
             continue
         if isinstance(op, CompanyUpsert):
-            company = result.companies.setdefault(op.name, CompanyWrite(op.name))
-            company.fields.update(op.fields)
-            company.parts.append((index, op.fields))
-        person = result.people.setdefault("email:" + email_key(op.email), PersonWrite(op.email))
+            if op.link_only:
+                result.links.setdefault(op.name, []).append(index)
+            else:
+                company = result.companies.setdefault(op.name, CompanyWrite(op.name))
+                company.fields.update(op.fields)
+                company.parts.append((index, op.fields))
+        people = result.people.setdefault(key, {})
+        person = people.setdefault(email_key(op.email), PersonWrite(op.email))
         person.email = op.email  # the latest spelling
         person.parts.append((index, op))
     return result
@@ -165,48 +168,51 @@ class Delivery:
     different people run concurrently.
     """
 
-    def __init__(
-        self, gainsight: Gainsight, executor: Executor, cache: CompanyCache, once: OncePublisher | None = None
-    ) -> None:
+    def __init__(self, gainsight: Gainsight, executor: Executor, cache: CompanyCache) -> None:
         self.gainsight = gainsight
         self.executor = executor
         self.cache = cache
-        self.once = once
         self.scope = gainsight.destination.base_url
+        self.companies_written: set[int] = set()
 
     def run(
-        self, operations: Sequence[tuple[int, Operation]], persons: Mapping[int, str] | None = None
+        self, operations: Sequence[tuple[int, Operation]], chains: Mapping[int, str] | None = None
     ) -> dict[int, Outcome]:
-        """Deliver the operations; every index given gets an outcome."""
-        work = plan(operations, persons)
+        """Deliver the operations; every index given gets an outcome. Afterwards `companies_written`
+        holds the group events whose company write succeeded (whatever became of their link)."""
+        work = plan(operations, chains)
         companies = list(work.companies.values())
+        names = [c.name for c in companies] + [name for name in work.links if name not in work.companies]
         # Company lookups go first: person links wait on them, the rest of the batch does not.
-        cached = {c.name: gsid for c in companies if (gsid := self.cache.get(self.scope, c.name)) is not None}
-        lookups = self._start_lookup([c.name for c in companies if c.name not in cached])
-        chains: list[Future[Chain]] = []
-        for key, tracks in work.events.items():
-            if key not in work.people:
-                chains.append(self.executor.submit(self._chain, None, {}, tracks))
-        for key, person in work.people.items():
-            if not person.links:
-                chains.append(self.executor.submit(self._chain, person, {}, work.events.get(key, [])))
-        gsids, company_failures = self._companies(companies, cached, lookups)
+        cached = {name: gsid for name in names if (gsid := self.cache.get(self.scope, name)) is not None}
+        lookups = self._start_lookup([name for name in names if name not in cached])
+        linked = {key for key, people in work.people.items() if any(p.links for p in people.values())}
+        futures: list[Future[Chain]] = [
+            self.executor.submit(self._chain, list(work.people.get(key, {}).values()), {}, work.events.get(key, []))
+            for key in dict.fromkeys([*work.people, *work.events])
+            if key not in linked
+        ]
+        gsids, company_failures = self._companies(companies, cached, lookups, work.links)
+        self.companies_written = {i for c in companies for i in c.events if i not in company_failures}
         outcomes = {index: outcome_of(error) for index, error in company_failures.items()}
-        for key, person in work.people.items():
-            if not person.links:
-                continue
-            # Nothing of this person after a group event whose company will be retried goes out now.
+        for key in linked:
+            people = work.people[key].values()
+            # Nothing of this chain after a group event whose company will be retried goes out now.
             cut = min(
-                (i for i, _ in person.parts if i in company_failures and company_failures[i].retryable), default=None
+                (i for p in people for i, _ in p.parts if i in company_failures and company_failures[i].retryable),
+                default=None,
             )
-            parts = [(i, op) for i, op in person.parts if i not in company_failures and (cut is None or i < cut)]
-            held = [i for i, _ in person.parts if i not in company_failures and cut is not None and i > cut]
-            outcomes |= dict.fromkeys(held, HELD)
-            write = PersonWrite(person.email, parts) if parts else None
-            chains.append(self.executor.submit(self._chain, write, gsids, work.events.get(key, []), cut is not None))
+            writes = []
+            for person in people:
+                parts = [(i, op) for i, op in person.parts if i not in company_failures and (cut is None or i < cut)]
+                held = [i for i, _ in person.parts if i not in company_failures and cut is not None and i > cut]
+                outcomes |= dict.fromkeys(held, HELD)
+                if parts:
+                    writes.append(PersonWrite(person.email, parts))
+            futures.append(self.executor.submit(self._chain, writes, gsids, work.events.get(key, []), cut is not None))
         published: list[Future[dict[int, Outcome]]] = []
-        for chain in chains:
-            chain_outcomes, started = chain.result()
+        for future in futures:
+            chain_outcomes, started = future.result()
             outcomes |= chain_outcomes
             published += started
         for track in published:
@@ -215,15 +221,20 @@ class Delivery:
 
     def _chain(
         self,
-        person: PersonWrite | None,
+        people: Sequence[PersonWrite],
         gsids: Mapping[str, str],
         tracks: Sequence[tuple[int, EventPublish]],
         blocked: bool = False,
     ) -> Chain:
-        """A person's write, then their track events, which start in event order; once one of
-        them fails, those not yet started are held."""
-        outcomes = self._person(person, gsids) if person is not None else {}
-        if blocked or any(outcome.outcome == "failed" for outcome in outcomes.values()):
+        """A chain's person writes in turn, then its track events, which start in event order; once
+        one of them fails, those not yet started are held."""
+        outcomes: dict[int, Outcome] = {}
+        for position, person in enumerate(people):
+            outcomes |= self._person(person, gsids)
+            if any(outcome.outcome == "failed" for outcome in outcomes.values()):
+                rest = [i for later in people[position + 1 :] for i, _ in later.parts] + [i for i, _ in tracks]
+                return outcomes | dict.fromkeys(rest, HELD), []
+        if blocked:
             return outcomes | dict.fromkeys((index for index, _ in tracks), HELD), []
         stop = threading.Event()
         # Submitted, not awaited, from this worker: the pool runs them in order, concurrently.
@@ -238,14 +249,8 @@ class Delivery:
         return {index: outcome}
 
     def _publish(self, op: EventPublish) -> Outcome:
-        def send() -> None:
-            self.gainsight.publish_event(op.headers, op.body)
-
         try:
-            if self.once is None:
-                send()
-            else:
-                self.once.publish(op.event_id, send)
+            self.gainsight.publish_event(op.headers, op.body)
         except GainsightError as error:
             return outcome_of(error)
         return DELIVERED
@@ -268,12 +273,16 @@ class Delivery:
         return dict.fromkeys(indexes, DELIVERED)
 
     def _companies(
-        self, companies: list[CompanyWrite], cached: Mapping[str, str], lookups: Lookups
+        self,
+        companies: list[CompanyWrite],
+        cached: Mapping[str, str],
+        lookups: Lookups,
+        links: Mapping[str, list[int]],
     ) -> tuple[dict[str, str], dict[int, GainsightError]]:
-        """Write every company once: Name -> Gsid for those written, event index -> error for the
-        group events whose company could not be written."""
+        """Write every company once: Name -> Gsid for those written (or only linked to), event index
+        -> error for the group events whose company could not be written or found."""
         failed: dict[int, GainsightError] = {}
-        if not companies:
+        if not companies and not links:
             return {}, failed
         found, lookup_errors = self._finish_lookup(lookups)
         # A company we could not look up is not written: inserting it blind could duplicate it.
@@ -299,6 +308,16 @@ class Delivery:
             error = lookup_errors.get(company.name) or refused.get(company.name)
             if error is not None:
                 failed.update(dict.fromkeys(company.events, error))
+        for name, indexes in links.items():
+            if name in gsids:
+                continue
+            if (gsid := found.get(name) or cached.get(name)) is not None:
+                gsids[name] = gsid
+                continue
+            gone = GainsightError(
+                f"company {name} no longer exists in Gainsight", status_code=404, retryable=False, code="no_company"
+            )
+            failed.update(dict.fromkeys(indexes, lookup_errors.get(name) or refused.get(name) or gone))
         for name, gsid in gsids.items():
             self.cache.put(self.scope, name, gsid)
         return gsids, failed

@@ -1,13 +1,16 @@
-"""The shared delivery core, for both entry points: a sender's request (API Gateway) and events
-coming back from the retry queue (SQS). Errors become responses and outcomes here and nowhere else."""
+"""The shared delivery core, for both entry points: a sender's request (API Gateway) and the drain
+of parked events (a schedule). Every event is read once into a Record; the store is the single
+source of truth for what is parked, rejected or done. Errors become responses and outcomes here
+and nowhere else."""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
+import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from concurrent.futures import Executor, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,17 +20,24 @@ from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 import intake
 import mapping
 import parameters_store
+import record
+from config import Destination
 from delivery import CompanyCache, Delivery, Outcome, outcome_of
-from errors import ConfigurationError, EventRejected, RequestRejected
+from errors import ConfigurationError, DestinationError, RequestRejected
 from gainsight import CallLog, Gainsight, pool
 from observability import logger, metrics
-from parking import Parcel, ParkingError, RetryStore, parking_id, sequence
+from record import Record
 from settings import Settings, settings
+from store import DONE, REJECTED, EventStore, Seen, Settled, Stored, StoreError
 
-HELD_IN_QUEUE = Outcome("failed", 409, "comes back after an earlier event of this person that failed", "held")
 KNOWN_TYPES = frozenset({"identify", "group", "track", "page", "screen", "alias"})
-SAFETY_MARGIN_SECONDS = 1.0  # left to answer after the last Gainsight call and parking
-PARKING_RESERVE_SECONDS = 1.0  # of a request's budget, kept for parking what is still undelivered
+SAFETY_MARGIN_SECONDS = 1.0  # of the Lambda's remaining time, left to answer
+PARKING_RESERVE_SECONDS = 1.5  # of a request's budget, kept for recording what is still undelivered
+SETTLE_SECONDS = 20.0  # the drain leaves events this young alone: their request may still be parking older ones
+DRAIN_PAGE = 100
+WAITING = "an earlier event of this person or company is waiting"
+# Rejections worth keeping for a replay: the configuration may be fixed, Gainsight's refusal understood.
+KEPT_REJECTIONS = frozenset({"no_event_name_mapping", "no_event_version_mapping"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,16 +56,6 @@ class Answer:
     body: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Returned:
-    """An event back from the retry queue, with its place in its person's order."""
-
-    event: Any
-    person: str
-    event_id: str
-    sequence: str
-
-
 class Container:
     """What a warm Lambda container keeps between invocations, created on first use."""
 
@@ -63,23 +63,23 @@ class Container:
         import boto3
         from botocore.config import Config
 
-        from exactly_once import OncePublisher
-
-        # Short timeouts and few retries: parking and deduplication must fit in the request's budget.
+        # Short timeouts, few SDK retries: the store's own loops retry under the request's deadline.
         aws = Config(
             connect_timeout=1,
             read_timeout=2,
-            retries={"mode": "standard", "max_attempts": 2},
+            retries={"mode": "standard", "max_attempts": 3},
             max_pool_connections=config.concurrency + 2,
         )
-        session = boto3.session.Session()
-        dynamodb = session.client("dynamodb", config=aws)
-        self.executor = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="gainsight")
+        dynamodb = boto3.session.Session().client("dynamodb", config=aws)
+        self.executor = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="delivery")
         self.cache = CompanyCache(ttl_seconds=config.company_cache_seconds)
-        self.store = RetryStore(
-            config.retry_queue_url, config.barrier_table, session.client("sqs", config=aws), dynamodb
+        self.store = EventStore(
+            config.event_table,
+            dynamodb,
+            self.executor,
+            done_ttl_seconds=config.dedup_window_seconds,
+            rejected_ttl_seconds=config.rejected_retention_days * 86400,
         )
-        self.once = OncePublisher(config.idempotency_table, config.idempotency_expiry_seconds, dynamodb)
 
 
 _container: Container | None = None
@@ -92,9 +92,13 @@ def container(config: Settings) -> Container:
     return _container
 
 
-def handle(request: Request) -> Answer:
-    """Answer one sender request; never raises for anything the sender or Gainsight does."""
+# -- a sender's request ----------------------------------------------------------------------
+
+
+def handle(request: Request, clock: Callable[[], float] = time.time) -> Answer:
+    """Answer one sender request; never raises for anything the sender, Gainsight or AWS does."""
     started = time.monotonic()
+    arrival_ns = int(clock() * 1e9)
     try:
         config = settings()
         header_key = intake.write_key_from_header(intake.header(request.headers, "Authorization"))
@@ -118,249 +122,325 @@ def handle(request: Request) -> Answer:
         return Answer(503, {"code": "misconfigured", "message": "service is misconfigured; try again later"})
 
     budget = min(config.delivery_budget_seconds, request.remaining_seconds - SAFETY_MARGIN_SECONDS)
-    deadline = started + max(0.0, budget - PARKING_RESERVE_SECONDS)
-    if request.lambda_context is not None:
-        parts.once.register(request.lambda_context)
+    answer_by = started + max(0.0, budget)
+    tag = uuid.uuid4().hex
+    records = [record.read(n, event, record.sequence(arrival_ns, tag, n)) for n, event in enumerate(events)]
     calls = CallLog()
-    outcomes = process(events, config, parts, deadline, calls, body_size=len(data))
-    results = [_result(index, event, outcomes[index]) for index, event in enumerate(events)]
-    status = _status(outcomes.values())
-    _observe("request processed", results, outcomes, calls, time.monotonic() - started, status=status)
+    outcomes = accept(records, config, parts, answer_by, calls, body_size=len(data))
+    status = 503 if any(o.outcome == "failed" for o in outcomes.values()) else 200
+    results = [_result(r, outcomes[r.index]) for r in records]
+    _observe("request processed", records, outcomes, calls, time.monotonic() - started, status=status)
     return Answer(status, {"results": results})
 
 
-def redeliver(
-    records: list[dict[str, Any]], remaining_seconds: float, lambda_context: Any = None
-) -> dict[str, Outcome]:
-    """Deliver events from the retry queue; an outcome per SQS message id."""
+def accept(
+    records: Sequence[Record], config: Settings, parts: Container, answer_by: float, calls: CallLog, *, body_size: int
+) -> dict[int, Outcome]:
+    """An outcome for every record of a request: delivered now, rejected, or parked (`deferred`);
+    `failed` only for an event that could not be stored, so the sender retries it."""
+    outcomes = intake_rejections(records, body_size)
+    candidates = [r for r in records if r.index not in outcomes]
+    if not candidates:
+        return outcomes
+    # What the store knows: which entities wait behind parked events, which events it holds already.
+    try:
+        seen = _seen(candidates, parts.store, answer_by)
+    except StoreError as error:
+        logger.error("event store unavailable", extra={"reason": error.message})
+        return outcomes | dict.fromkeys((r.index for r in candidates), outcome_of(error))
+    fresh: list[Record] = []
+    for r in candidates:
+        stored = seen.states.get(r.event_id)
+        if stored is not None and stored.state == DONE:
+            outcomes[r.index] = Outcome("delivered", 200)  # a sender's retry: applied once already
+        elif stored is not None and stored.state != REJECTED:
+            outcomes[r.index] = Outcome("deferred", 202, f"queued for retry: {stored.reason or WAITING}", "deferred")
+        else:
+            fresh.append(r)
+    waiting = record.held_behind(fresh, set(seen.blocked))
+    delivered, written = _deliver(
+        [r for r in fresh if r.index not in waiting], config, parts, answer_by - PARKING_RESERVE_SECONDS, calls
+    )
+    outcomes |= delivered
+    return outcomes | _record(fresh, outcomes, waiting=waiting, written=written, store=parts.store, deadline=answer_by)
+
+
+def intake_rejections(records: Sequence[Record], body_size: int) -> dict[int, Outcome]:
+    """Events that are unusable whatever the configuration: not an object, too large."""
+    too_large = intake.oversized([r.event for r in records], body_size)
+    outcomes: dict[int, Outcome] = {}
+    for r in records:
+        if not isinstance(r.event, dict):
+            outcomes[r.index] = Outcome("rejected", 400, "event must be a JSON object", "invalid_event")
+        elif r.index in too_large:
+            message = f"event is larger than {intake.MAX_EVENT_BYTES} bytes"
+            outcomes[r.index] = Outcome("rejected", 413, message, "too_large")
+    return outcomes
+
+
+def _seen(candidates: Sequence[Record], store: EventStore, deadline: float) -> Seen:
+    """Heads of every entity and the records of every track event in one pass; a second pass for
+    the events that wait (a sender's retry of an event applied or parked already must not be
+    parked again behind newer ones)."""
+    entities = {e for r in candidates for e in r.entities}
+    seen = store.lookup(entities, [r.event_id for r in candidates if r.kind == "track"], deadline)
+    behind = record.held_behind(candidates, set(seen.blocked))
+    more = [r.event_id for r in candidates if r.index in behind and r.kind != "track"]
+    if not more:
+        return seen
+    extra = store.lookup((), more, deadline)
+    return Seen(seen.blocked, {**seen.states, **extra.states})
+
+
+def _record(
+    fresh: Sequence[Record],
+    outcomes: Mapping[int, Outcome],
+    *,
+    waiting: set[int],
+    written: set[int],
+    store: EventStore,
+    deadline: float,
+) -> dict[int, Outcome]:
+    """Store what must survive the request: parked events (before the sender is told `deferred`),
+    rejections worth replaying, and the events applied now that a retry must not apply again."""
+    changed: dict[int, Outcome] = {}
+    to_park: list[tuple[Record, str | None, str | None]] = []
+    for r in fresh:  # in order
+        outcome = outcomes.get(r.index)
+        if r.index in waiting or outcome is None:
+            to_park.append((r, WAITING, "waiting"))
+        elif outcome.outcome == "failed":
+            # A group event whose company was written waits only for the person's link.
+            parked = dataclasses.replace(r, link_only=True, entities=r.person) if r.index in written else r
+            to_park.append((parked, outcome.error, outcome.code))
+    failures = store.park(to_park, deadline) if to_park else {}
+    for r, reason, _ in to_park:
+        error = failures.get(r.event_id)
+        if error is not None:
+            logger.error("event could not be parked", extra={"reason": error.message})
+            changed[r.index] = outcome_of(error)
+        else:
+            changed[r.index] = Outcome("deferred", 202, f"queued for retry: {reason}", "deferred")
+    # Track events are remembered always (exactly once); other applied events only when the request
+    # parked something, since only then could a retry of it be parked behind a newer event.
+    remember = [
+        r
+        for r in fresh
+        if r.index in outcomes and outcomes[r.index].outcome == "delivered" and (r.kind == "track" or to_park)
+    ]
+    if remember and (unrecorded := store.mark_done(remember, deadline)):
+        # Delivered all the same: the event is not parked or published again by us; only a sender's
+        # retry of this batch could apply it twice.
+        logger.error("delivered events could not be recorded", extra={"events": len(unrecorded)})
+    kept = [
+        (r, outcomes[r.index].error, outcomes[r.index].code)
+        for r in fresh
+        if r.index in outcomes and outcomes[r.index].outcome == "rejected" and _worth_keeping(outcomes[r.index])
+    ]
+    if kept and (lost := store.keep_rejected(kept, deadline)):
+        logger.error("rejected events could not be kept for replay", extra={"events": len(lost)})
+    return changed
+
+
+def _worth_keeping(outcome: Outcome) -> bool:
+    # Gainsight's own refusals carry its error codes (or an HTTP status); ours are the mapping codes.
+    return outcome.code in KEPT_REJECTIONS or outcome.code not in mapping.INTAKE_REJECTION_CODES
+
+
+# -- the drain of parked events ---------------------------------------------------------------
+
+
+@dataclass
+class DrainReport:
+    parked: int = 0  # parked events the run looked at (all of them, when it got to the end)
+    delivered: int = 0
+    rejected: int = 0
+    retried: int = 0
+    waiting: int = 0
+    gave_up: int = 0
+    pages: int = 0
+
+
+def drain(remaining_seconds: float, clock: Callable[[], float] = time.time) -> DrainReport:
+    """Deliver parked events oldest first, each entity's in order, merging each person's and each
+    company's events across the requests that parked them; until none is due or time is up."""
     started = time.monotonic()
-    outcomes: dict[str, Outcome] = {}
-    returned: list[Returned] = []
-    message_ids: list[str] = []
-    for record in records:
-        try:
-            body = json.loads(record["body"])
-            returned.append(Returned(body["event"], body["person"], body["eventId"], body["sequence"]))
-            message_ids.append(record["messageId"])
-        except (KeyError, TypeError, ValueError):
-            # Not a message we wrote: leave it to the dead-letter queue for a human to look at.
-            logger.error("unreadable retry message", extra={"sqs_message_id": record.get("messageId")})
-            outcomes[record.get("messageId", "")] = Outcome("failed", 400, "unreadable retry message", "unreadable")
-    # Barrier order, not arrival order: two requests may have queued one person's events out of turn.
-    order = sorted(range(len(returned)), key=lambda n: returned[n].sequence)
-    returned, message_ids = [returned[n] for n in order], [message_ids[n] for n in order]
+    report = DrainReport()
     try:
         config = settings()
         parts = container(config)
     except ConfigurationError as error:
         logger.error("service misconfigured", extra={"reason": error.message})
-        return outcomes | dict.fromkeys(message_ids, outcome_of(error))
-    if lambda_context is not None:
-        parts.once.register(lambda_context)
-    deadline = started + max(0.0, remaining_seconds - SAFETY_MARGIN_SECONDS)
+        return report
+    deadline = started + max(0.0, min(config.drain_budget_seconds, remaining_seconds - SAFETY_MARGIN_SECONDS))
+    cutoff = record.seq_before(clock() - SETTLE_SECONDS)
+    blocked: set[str] = set()
+    start: Mapping[str, Any] | None = None
     calls = CallLog()
-    events = [item.event for item in returned]
-    by_index = process(events, config, parts, deadline, calls, returned=returned)
-    for index, outcome in by_index.items():
-        if outcome.outcome == "rejected":
-            # The sender was told "deferred": this log line and the metrics are where the reason goes.
-            logger.warning(
-                "parked event rejected", extra={"message_id": _message_id(events[index]), "reason": outcome.code}
+    seen: list[Record] = []
+    outcomes: dict[int, Outcome] = {}
+    while time.monotonic() < deadline - PARKING_RESERVE_SECONDS:
+        try:
+            page, start = parts.store.parked_page(cutoff, start, DRAIN_PAGE)
+            current = parts.store.still_parked(page, deadline) if page else []
+        except StoreError as error:
+            logger.error("event store unavailable", extra={"reason": error.message})
+            break
+        report.pages += 1
+        report.parked += len(current)
+        now = clock()
+        if current and report.pages == 1:
+            metrics.add_metric(
+                name="OldestParkedSeconds", unit=MetricUnit.Seconds, value=round(now - _accepted_at(current[0]), 1)
             )
-    results = [_result(index, event, by_index[index]) for index, event in enumerate(events)]
-    _observe("retry batch processed", results, by_index, calls, time.monotonic() - started)
-    return outcomes | {message_ids[index]: outcome for index, outcome in by_index.items()}
+        ready: list[Stored] = []
+        for stored in current:
+            if blocked.intersection(stored.record.entities) or stored.due > now:
+                blocked.update(stored.record.entities)
+                report.waiting += 1
+            else:
+                ready.append(stored)
+        if ready:
+            page_outcomes = _drain_page(
+                ready,
+                config=config,
+                parts=parts,
+                deadline=deadline,
+                calls=calls,
+                blocked=blocked,
+                report=report,
+                clock=clock,
+            )
+            offset = len(seen)
+            seen += [dataclasses.replace(s.record, index=offset + n) for n, s in enumerate(ready)]
+            outcomes |= {offset + n: page_outcomes[n] for n in range(len(ready))}
+        if start is None:
+            break
+    metrics.add_metric(name="ParkedEvents", unit=MetricUnit.Count, value=report.parked)
+    metrics.add_metric(name="EventsGaveUp", unit=MetricUnit.Count, value=report.gave_up)
+    if seen:
+        _observe("drain processed", seen, outcomes, calls, time.monotonic() - started, **dataclasses.asdict(report))
+    return report
 
 
-def _message_id(event: Any) -> Any:
-    return event.get("messageId") if isinstance(event, dict) else None
+def _accepted_at(stored: Stored) -> float:
+    return int(stored.record.seq.split(".", 1)[0]) / 1e9
 
 
-def process(
-    events: list[Any],
+def _drain_page(
+    ready: list[Stored],
+    *,
     config: Settings,
     parts: Container,
     deadline: float,
     calls: CallLog,
-    *,
-    body_size: int = 0,
-    returned: list[Returned] | None = None,
+    blocked: set[str],
+    report: DrainReport,
+    clock: Callable[[], float],
 ) -> dict[int, Outcome]:
-    """An outcome for every event. From a sender (`returned` is None), events that cannot be
-    delivered now are parked and `deferred`; from the retry queue they stay `failed`, so SQS
-    brings them back."""
-    outcomes: dict[int, Outcome] = {}
-    too_large = intake.oversized(events, body_size)
-    candidates: list[int] = []
-    for index, event in enumerate(events):
-        if not isinstance(event, dict):
-            outcomes[index] = Outcome("rejected", 400, "event must be a JSON object", "invalid_event")
-        elif index in too_large:
-            outcomes[index] = Outcome(
-                "rejected", 413, f"event is larger than {intake.MAX_EVENT_BYTES} bytes", "too_large"
+    records = [dataclasses.replace(s.record, index=n) for n, s in enumerate(ready)]
+    outcomes, written = _deliver(records, config, parts, deadline - PARKING_RESERVE_SECONDS, calls)
+    settled: list[Settled] = []
+    for n, stored in enumerate(ready):
+        outcome = outcomes[n]
+        if outcome.outcome == "delivered":
+            settled.append(Settled(stored, DONE))
+            report.delivered += 1
+            continue
+        if outcome.outcome == "rejected":
+            # The sender was told "deferred": this log line, the metrics and the kept record carry why.
+            logger.warning(
+                "parked event rejected", extra={"message_id": stored.record.message_id, "reason": outcome.code}
             )
-        else:
-            candidates.append(index)
-    if not candidates:
-        return outcomes
-    if returned is None:
-        persons = {index: mapping.person_key(events[index]) for index in candidates}
-        event_ids = {index: parking_id(events[index]) for index in candidates}
-    else:
-        persons = {index: returned[index].person for index in candidates}
-        event_ids = {index: returned[index].event_id for index in candidates}
-
-    try:
-        waiting = _waiting(candidates, persons, parts.store, returned)
-    except ParkingError as error:
-        return outcomes | dict.fromkeys(candidates, outcome_of(error))
-    if returned is not None:
-        outcomes |= dict.fromkeys(
-            waiting, Outcome("failed", 409, "an older event of this person is waiting", "waiting")
-        )
-    deliverable = [(index, events[index]) for index in candidates]
-    outcomes |= _deliver(
-        deliverable, hold=waiting, persons=persons, config=config, parts=parts, deadline=deadline, calls=calls
-    )
-
-    if returned is None:
-        unsent = [i for i in candidates if i not in outcomes or outcomes[i].outcome == "failed"]
-        outcomes |= _park(
-            unsent,
-            events,
-            persons=persons,
-            event_ids=event_ids,
-            outcomes=outcomes,
-            store=parts.store,
-            executor=parts.executor,
-        )
-    else:
-        outcomes |= _release(candidates, outcomes, returned, parts.store)
+            settled.append(Settled(stored, REJECTED, outcome.error, outcome.code))
+            report.rejected += 1
+            continue
+        blocked.update(stored.record.entities)
+        own = outcome.code not in NOT_OWN_FAILURES and outcome.status_code != 429
+        if own and stored.attempts + 1 >= config.max_attempts:
+            reason = f"gave up after {stored.attempts + 1} attempts: {outcome.error}"
+            settled.append(Settled(stored, REJECTED, reason, "gave_up"))
+            report.gave_up += 1
+            continue
+        report.retried += 1
+        try:
+            parts.store.retry_later(
+                stored,
+                due=clock() + _backoff(stored.attempts + 1 if own else 0, config),
+                own_failure=own,
+                link_only=n in written,
+                reason=outcome.error,
+                code=outcome.code,
+            )
+        except StoreError as error:  # it is tried again on the next pass, which is safe
+            logger.warning("retry could not be scheduled", extra={"reason": error.message})
+    unsettled = parts.store.settle(settled, deadline) if settled else set()
+    if unsettled:
+        # Delivered or rejected, but not recorded: the next pass sees them parked and applies them again.
+        logger.error("parked events could not be settled", extra={"events": len(unsettled)})
     return outcomes
 
 
-def _waiting(
-    candidates: list[int], persons: Mapping[int, str], store: RetryStore, returned: list[Returned] | None
-) -> set[int]:
-    """Events that must not overtake an older parked event of the same person."""
-    if returned is None:
-        blocked = store.blocked(persons.values())
-        return {index for index in candidates if persons[index] in blocked}
-    waiting: set[int] = set()
-    by_person: dict[str, list[int]] = {}
-    for index in candidates:
-        by_person.setdefault(persons[index], []).append(index)
-    for person, own in by_person.items():
-        ids = [returned[i].event_id for i in own]
-        try:
-            behind = store.waiting_before(person, ids, min(returned[i].sequence for i in own))
-        except Exception as error:
-            raise ParkingError(f"barrier table could not be read ({type(error).__name__})") from error
-        if behind:
-            waiting.update(own)
-    return waiting
+# Waiting behind another event, or for quota or time, is never the event's own failure.
+NOT_OWN_FAILURES = frozenset({"held", "budget_exhausted", "GU_2400"})
+
+
+def _backoff(attempts: int, config: Settings) -> float:
+    """Seconds before a parked event is tried again: doubling from one drain interval, capped."""
+    if attempts <= 0:
+        return 0.0
+    return float(min(config.max_backoff_seconds, 60 * 2 ** (attempts - 1)))
+
+
+# -- shared -------------------------------------------------------------------------------------
 
 
 def _deliver(
-    candidates: list[tuple[int, Any]],
-    *,
-    hold: set[int],
-    persons: Mapping[int, str],
-    config: Settings,
-    parts: Container,
-    deadline: float,
-    calls: CallLog,
-) -> dict[int, Outcome]:
-    """Map every candidate (rejections are final) and deliver those not held behind a barrier."""
-    if not candidates:
-        return {}
+    records: Sequence[Record], config: Settings, parts: Container, deadline: float, calls: CallLog
+) -> tuple[dict[int, Outcome], set[int]]:
+    """Map and deliver records: an outcome for each, and the group events whose company was written."""
+    if not records:
+        return {}, set()
     try:
         destination = parameters_store.destination(config)
     except ConfigurationError as error:
         logger.error("destination misconfigured", extra={"reason": error.message})
-        return dict.fromkeys((index for index, _ in candidates if index not in hold), outcome_of(error))
-    outcomes: dict[int, Outcome] = {}
+        return dict.fromkeys((r.index for r in records), outcome_of(error)), set()
+    operations, outcomes = _operations(records, destination)
+    if not operations:
+        return outcomes, set()
+    gainsight = Gainsight(
+        destination,
+        deadline=deadline,
+        http=pool(config.concurrency),
+        max_retries=config.max_retries,
+        connect_timeout=config.connect_timeout,
+        read_timeout=config.read_timeout,
+        log=calls,
+    )
+    delivery = Delivery(gainsight, parts.executor, parts.cache)
+    outcomes |= delivery.run(operations, record.components([r for r in records if r.index not in outcomes]))
+    return outcomes, delivery.companies_written
+
+
+def _operations(
+    records: Iterable[Record], destination: Destination
+) -> tuple[list[tuple[int, mapping.Operation]], dict[int, Outcome]]:
     operations: list[tuple[int, mapping.Operation]] = []
-    for index, event in candidates:
+    rejected: dict[int, Outcome] = {}
+    for r in records:
         try:
-            op = mapping.operation(event, destination)
-        except EventRejected as error:
-            outcomes[index] = outcome_of(error)
-        else:
-            if index not in hold:
-                operations.append((index, op))
-    if operations:
-        gainsight = Gainsight(
-            destination,
-            deadline=deadline,
-            http=pool(config.concurrency),
-            max_retries=config.max_retries,
-            connect_timeout=config.connect_timeout,
-            read_timeout=config.read_timeout,
-            log=calls,
-        )
-        outcomes |= Delivery(gainsight, parts.executor, parts.cache, parts.once).run(operations, persons)
-    return outcomes
+            operations.append((r.index, mapping.operation(r.event, destination, link_only=r.link_only)))
+        except DestinationError as error:
+            rejected[r.index] = outcome_of(error)
+    return operations, rejected
 
 
-def _park(
-    indexes: list[int],
-    events: list[Any],
-    *,
-    persons: Mapping[int, str],
-    event_ids: Mapping[int, str],
-    outcomes: Mapping[int, Outcome],
-    store: RetryStore,
-    executor: Executor,
-) -> dict[int, Outcome]:
-    """Park undelivered events in order: `deferred`, or `failed` (503) when parking itself fails."""
-    if not indexes:
-        return {}
-    reasons = {i: outcomes[i].error if i in outcomes else "an earlier event of this person is waiting" for i in indexes}
-    parcels = [Parcel(i, persons[i], event_ids[i], sequence(i), events[i], reasons[i]) for i in indexes]
-    failures = store.park(parcels, executor)
-    parked: dict[int, Outcome] = {}
-    for index in indexes:
-        if index in failures:
-            logger.error("event could not be parked", extra={"reason": failures[index].message})
-            parked[index] = outcome_of(failures[index])
-        else:
-            parked[index] = Outcome("deferred", 202, f"queued for retry: {reasons[index]}", "deferred")
-    return parked
-
-
-def _release(
-    indexes: list[int], outcomes: Mapping[int, Outcome], returned: list[Returned], store: RetryStore
-) -> dict[int, Outcome]:
-    """Lift returned events that were delivered or rejected from their person's barrier — but
-    only up to each person's first failure: SQS brings the later ones back after it (Powertools'
-    FIFO processor reports them failed too), so they stay parked and are applied again after it."""
-    changed: dict[int, Outcome] = {}
-    stopped: set[str] = set()
-    for index in indexes:  # in barrier order
-        item = returned[index]
-        if item.person in stopped:
-            changed[index] = HELD_IN_QUEUE
-            continue
-        if outcomes[index].outcome == "failed":
-            stopped.add(item.person)
-            continue
-        try:
-            store.release(item.person, item.event_id, item.sequence)
-        except Exception as error:  # the event will come back and be released then
-            stopped.add(item.person)
-            changed[index] = Outcome(
-                "failed", 503, f"barrier could not be released ({type(error).__name__})", "parking"
-            )
-    return changed
-
-
-def _result(index: int, event: Any, outcome: Outcome) -> dict[str, Any]:
-    message_id = event.get("messageId") if isinstance(event, dict) else None
+def _result(r: Record, outcome: Outcome) -> dict[str, Any]:
     result = {
-        "index": index,
-        "messageId": message_id if isinstance(message_id, str | int) else None,
-        "type": mapping.event_type(event) or None if isinstance(event, dict) else None,
+        "index": r.index,
+        "messageId": r.message_id,
+        "type": r.kind or None,
         "outcome": outcome.outcome,
         "statusCode": outcome.status_code,
     }
@@ -369,25 +449,19 @@ def _result(index: int, event: Any, outcome: Outcome) -> dict[str, Any]:
     return result
 
 
-def _status(outcomes: Iterable[Outcome]) -> int:
-    """200 when every event is delivered, rejected or deferred; 503 when one could not even be
-    parked, so the sender retries the batch."""
-    return 503 if any(o.outcome == "failed" for o in outcomes) else 200
-
-
 def _observe(
     message: str,
-    results: list[dict[str, Any]],
+    records: Sequence[Record],
     outcomes: Mapping[int, Outcome],
     calls: CallLog,
     seconds: float,
     **extra: Any,
 ) -> None:
-    """One summary log line and the metrics of one request or one batch from the retry queue."""
-    by_outcome = Counter(r["outcome"] for r in results)
-    metrics.add_metric(name="EventsReceived", unit=MetricUnit.Count, value=len(results))
+    """One summary log line and the metrics of one request or one drain run."""
+    by_outcome = Counter(o.outcome for o in outcomes.values())
+    metrics.add_metric(name="EventsReceived", unit=MetricUnit.Count, value=len(records))
     # Known types only: a sender's free-text type must not mint new metric dimensions.
-    types = Counter((r["type"] if r["type"] in KNOWN_TYPES else "other", r["outcome"]) for r in results)
+    types = Counter((r.kind if r.kind in KNOWN_TYPES else "other", outcomes[r.index].outcome) for r in records)
     for (event_type, outcome), count in types.items():
         _dimensioned("Events", count, MetricUnit.Count, EventType=event_type, Outcome=outcome)
     for (operation, outcome), count in Counter((c.operation, c.outcome) for c in calls.calls).items():
@@ -403,7 +477,7 @@ def _observe(
         message,
         extra={
             **extra,
-            "events": len(results),
+            "events": len(records),
             **{outcome: by_outcome[outcome] for outcome in ("delivered", "deferred", "rejected", "failed")},
             "gainsight_calls": len(calls.calls),
             "duration_ms": round(seconds * 1000, 1),

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from config import Destination
-from errors import EventRejected
+from errors import ConfigurationError, EventRejected
 
 # Gainsight Person field -> trait names, in the order they are looked up.
 PERSON_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -60,6 +60,8 @@ COMPANY_FIELDS: tuple[tuple[str, str], ...] = (
 COMPANY_JSON_FIELDS = frozenset({"BillingAddress", "Summary", "Industry", "TickerSymbol"})
 COMPANY_NUMBER_FIELDS = frozenset({"Employees", "CustomerlifetimeInMonths", "LifecycleInWeeks", "Users"})
 
+# Rejections of the event itself, whatever the configuration: not worth keeping for a replay.
+INTAKE_REJECTION_CODES = frozenset({"invalid_event", "unsupported_type", "too_large"})
 CONTRACT_ID_TYPE = "gainsightEventContractId"
 SUPPORTED_TYPES = ("identify", "group", "track")
 
@@ -79,6 +81,7 @@ class CompanyUpsert:
     name: str
     fields: Mapping[str, Any]
     email: str
+    link_only: bool = False  # the company was written already (an earlier attempt): only link the person
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +224,8 @@ def event_publish(event: Mapping[str, Any], destination: Destination) -> EventPu
     """Map a track event.
 
     Raises:
-        EventRejected: without an event name, a configured publisher, or a name/version mapping.
+        EventRejected: without an event name or a name/version mapping.
+        ConfigurationError: without a configured publisher (shared secret, tenant, topic).
     """
     name = event.get("event")
     if not isinstance(name, str) or not name.strip():
@@ -232,7 +236,8 @@ def event_publish(event: Mapping[str, Any], destination: Destination) -> EventPu
         ("topicName", destination.topic_name),
     ):
         if not value:
-            raise EventRejected(f"{key} is not configured: track events cannot be sent", code="not_configured")
+            # The destination is incomplete, not the event: it waits until the configuration is fixed.
+            raise ConfigurationError(f"{key} is not configured: track events cannot be sent until it is")
     key = name.strip().casefold()
     if key not in destination.event_names:
         raise EventRejected(f"Event name mapping not provided for {name}", code="no_event_name_mapping")
@@ -255,21 +260,6 @@ def event_publish(event: Mapping[str, Any], destination: Destination) -> EventPu
     return EventPublish(headers=headers, body=body, event_id=event_id(event))
 
 
-def person_key(event: Mapping[str, Any]) -> str:
-    """Whose event this is, for per-person ordering: the email the mapping uses (for group, the
-    user's in context.traits, never the company's traits), else userId, else anonymousId."""
-    context_traits = _object(_object(event.get("context")).get("traits"))
-    sources = (context_traits,) if event_type(event) == "group" else (_object(event.get("traits")), context_traits)
-    email = _first(sources, ("email",))
-    if isinstance(email, str) and email.strip():
-        return "email:" + email_key(email)
-    for field_name in ("userId", "anonymousId"):
-        value = event.get(field_name)
-        if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
-            return f"{field_name}:{value}"
-    return "event:" + event_id(event)
-
-
 def email_key(email: str) -> str:
     """Emails that differ only in case or surrounding spaces are one person."""
     return email.strip().casefold()
@@ -284,7 +274,7 @@ def event_id(event: Mapping[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def operation(event: Mapping[str, Any], destination: Destination) -> Operation:
+def operation(event: Mapping[str, Any], destination: Destination, *, link_only: bool = False) -> Operation:
     """Map one event to the Gainsight operation it asks for.
 
     Raises:
@@ -294,7 +284,8 @@ def operation(event: Mapping[str, Any], destination: Destination) -> Operation:
     if kind == "identify":
         return person_upsert(event, destination)
     if kind == "group":
-        return company_upsert(event, destination)
+        upsert = company_upsert(event, destination)
+        return CompanyUpsert(upsert.name, upsert.fields, upsert.email, link_only=True) if link_only else upsert
     if kind == "track":
         return event_publish(event, destination)
     shown = event.get("type") if isinstance(event.get("type"), str) and event.get("type") else "(missing)"

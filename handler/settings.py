@@ -22,10 +22,12 @@ class Settings:
     connect_timeout: float
     read_timeout: float
     company_cache_seconds: float
-    retry_queue_url: str
-    barrier_table: str
-    idempotency_table: str
-    idempotency_expiry_seconds: int
+    event_table: str
+    dedup_window_seconds: int
+    rejected_retention_days: int
+    drain_budget_seconds: float
+    max_attempts: int
+    max_backoff_seconds: float
 
 
 def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
@@ -65,10 +67,12 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         connect_timeout=_number(env, "GAINSIGHT_CONNECT_TIMEOUT", 2.0, minimum=0.1),
         read_timeout=_number(env, "GAINSIGHT_READ_TIMEOUT", 5.0, minimum=0.1),
         company_cache_seconds=_number(env, "COMPANY_CACHE_SECONDS", 300.0, minimum=0),
-        retry_queue_url=_required(env, "RETRY_QUEUE_URL"),
-        barrier_table=_required(env, "BARRIER_TABLE"),
-        idempotency_table=_required(env, "IDEMPOTENCY_TABLE"),
-        idempotency_expiry_seconds=int(_number(env, "IDEMPOTENCY_EXPIRY_SECONDS", 86400, minimum=60)),
+        event_table=_required(env, "EVENT_TABLE"),
+        dedup_window_seconds=int(_number(env, "DEDUP_WINDOW_SECONDS", 86400, minimum=60)),
+        rejected_retention_days=int(_number(env, "REJECTED_RETENTION_DAYS", 14, minimum=1)),
+        drain_budget_seconds=_number(env, "DRAIN_BUDGET_SECONDS", 50.0, minimum=5),
+        max_attempts=int(_number(env, "MAX_ATTEMPTS", 20, minimum=1)),
+        max_backoff_seconds=_number(env, "MAX_BACKOFF_SECONDS", 3600.0, minimum=60),
     )
 
 

@@ -1,0 +1,119 @@
+"""Each event read once: its durable id, its place in the order, the entities it must stay in order
+with, and what to do with it. Every later step (plan, store, drain, response) uses this. Pure."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import mapping
+
+ENTITY_PREFIXES = ("email:", "user:", "anon:", "company:")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One event of a request, or one parked event back from the store."""
+
+    index: int  # its position in the request (or in the drain's page)
+    event: Any  # the event as sent: what is stored when it is parked
+    event_id: str  # the messageId, else a hash of the content: the key of its durable record
+    seq: str  # arrival order: sortable, assigned once when the event is first accepted
+    kind: str  # identify, group, track, ... ('' when missing)
+    entities: tuple[str, ...]  # person identifiers and, for group, the company: kept in order with each other
+    link_only: bool = False  # a group event whose company was written already: only the person's link is left
+
+    @property
+    def message_id(self) -> str | int | None:
+        value = self.event.get("messageId") if isinstance(self.event, dict) else None
+        return value if isinstance(value, str | int) and not isinstance(value, bool) else None
+
+    @property
+    def person(self) -> tuple[str, ...]:
+        """The entities that name the person (not the company)."""
+        return tuple(e for e in self.entities if not e.startswith("company:"))
+
+
+def sequence(arrival_ns: int, request_tag: str, index: int) -> str:
+    """A sortable arrival position: the request's arrival time, then the request, then the index."""
+    return f"{arrival_ns:020d}.{request_tag[:12]}.{index:05d}"
+
+
+def seq_before(wall_seconds: float) -> str:
+    """The smallest sequence an event accepted at `wall_seconds` can have."""
+    return f"{int(wall_seconds * 1e9):020d}"
+
+
+def entities_of(event: Mapping[str, Any], *, link_only: bool = False) -> tuple[str, ...]:
+    """Every identifier the event carries for a person (email, userId, anonymousId) and, for a group
+    event, its company. Events sharing any of them are kept in the order they were accepted."""
+    kind = mapping.event_type(event)
+    context_traits = _object(_object(event.get("context")).get("traits"))
+    sources = (context_traits,) if kind == "group" else (_object(event.get("traits")), context_traits)
+    found: list[str] = []
+    email = next((s.get("email") for s in sources if isinstance(s.get("email"), str) and s["email"].strip()), None)
+    if email is not None:
+        found.append("email:" + mapping.email_key(email))
+    for prefix, key in (("user:", "userId"), ("anon:", "anonymousId")):
+        value = event.get(key)
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
+            found.append(prefix + str(value).strip())
+    if kind == "group" and not link_only:
+        name = _object(event.get("traits")).get("name")
+        if isinstance(name, str | int | float) and not isinstance(name, bool) and str(name).strip():
+            found.append("company:" + str(name).strip())
+    return tuple(found)
+
+
+def read(index: int, event: Any, seq: str) -> Record:
+    """Read one event of a request."""
+    if not isinstance(event, dict):
+        return Record(index, event, _content_id(event), seq, "", ())
+    return Record(index, event, mapping.event_id(event), seq, mapping.event_type(event), entities_of(event))
+
+
+def digest(value: str) -> str:
+    """A fixed-size opaque key: store keys carry no personal data."""
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def components(records: Sequence[Record]) -> dict[int, str]:
+    """Index -> chain key: records linked through a shared person identifier form one chain, so
+    an identify carrying userId and email and a later track carrying only the userId run in order."""
+    parent: dict[str, str] = {}
+
+    def find(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for record in records:
+        person = record.person or (f"event:{record.index}",)
+        for other in person[1:]:
+            parent[find(other)] = find(person[0])
+    return {r.index: find((r.person or (f"event:{r.index}",))[0]) for r in records}
+
+
+def held_behind(records: Iterable[Record], blocked: set[str]) -> set[int]:
+    """Records (taken in order) that must wait: one of their entities is blocked, or is shared with
+    an earlier record that waits. `blocked` grows with the entities of every waiting record."""
+    waiting: set[int] = set()
+    for record in records:
+        if blocked.intersection(record.entities):
+            waiting.add(record.index)
+            blocked.update(record.entities)
+    return waiting
+
+
+def _object(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _content_id(event: Any) -> str:
+    import json
+
+    canonical = json.dumps(event, sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()

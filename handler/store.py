@@ -1,0 +1,553 @@
+"""The event store: one DynamoDB table, the single source of truth for every event we did not
+deliver at once (parked), could not deliver ever (rejected) or must not apply twice (done).
+
+Items, all in one table (pk, sk):
+- `event#<digest(event id)>` / `event`: one record per event: state parked | rejected | done, its
+  arrival sequence, entities, the event itself (parked, rejected), attempts, next due time, reason.
+  Parked and rejected records carry `queue` = state, so the `queue` index lists them oldest first.
+- `entity#<digest(entity)>` / `head`: how many parked events name this entity. A request reads the
+  heads of its events' entities (one BatchGetItem per 100) to know which must wait.
+
+A parked record and its entities' heads are written by one transaction, and removed (the record
+turned into a `done` or `rejected` record) by one transaction: they cannot drift apart. Nothing else
+holds state: the drain finds work by querying the index, so losing a trigger only delays it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+from errors import DestinationError
+from record import Record, digest
+
+PARKED, DONE, REJECTED = "parked", "done", "rejected"
+QUEUE_INDEX = "queue"
+MAX_TRANSACTION_ACTIONS = 100
+BATCH_GET = 100
+BATCH_WRITE = 25
+HEAD_TTL_SECONDS = 30 * 24 * 3600  # a head untouched this long has no parked event left in practice
+RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionInProgressException",
+    }
+)
+
+
+class StoreError(DestinationError):
+    """The event store could not be read or written (after the SDK's retries and ours)."""
+
+    status_code = 503
+    retryable = True
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="store_unavailable")
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A record read back from the store."""
+
+    record: Record
+    state: str
+    attempts: int = 0
+    due: float = 0.0  # wall-clock seconds before which a parked event is not tried again
+    reason: str | None = None
+    code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What a request's lookup found."""
+
+    blocked: frozenset[str]  # entities with parked events
+    states: Mapping[str, Stored]  # event id -> its record, for the ids that have one
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """How a parked event ended: `done`, or `rejected` with a reason."""
+
+    stored: Stored
+    state: str
+    reason: str | None = None
+    code: str | None = None
+
+
+class EventStore:
+    """The table, through one boto3 client created per container. Every loop here runs under the
+    caller's deadline (monotonic seconds) with backoff; the clock and sleep can be injected."""
+
+    def __init__(
+        self,
+        table: str,
+        dynamodb: Any,
+        executor: Executor | None = None,
+        *,
+        done_ttl_seconds: int = 86400,
+        rejected_ttl_seconds: int = 14 * 86400,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.table = table
+        self.dynamodb = dynamodb
+        self.executor = executor
+        self.done_ttl = done_ttl_seconds
+        self.rejected_ttl = rejected_ttl_seconds
+        self.clock = clock
+        self.monotonic = monotonic
+        self.sleep = sleep
+
+    # -- a request's view ----------------------------------------------------------------
+
+    def lookup(self, entities: Iterable[str], event_ids: Iterable[str], deadline: float) -> Seen:
+        """Which entities have parked events, and the records of these event ids (consistent reads).
+
+        Raises:
+            StoreError: when the table cannot be read before the deadline.
+        """
+        keys: dict[str, tuple[str, str]] = {}
+        for entity in set(entities):
+            keys[_pk_entity(entity)] = ("head", entity)
+        for event_id in set(event_ids):
+            keys[_pk_event(event_id)] = ("event", event_id)
+        items = self._get(
+            [{"pk": {"S": pk}, "sk": {"S": "head" if kind == "head" else "event"}} for pk, (kind, _) in keys.items()],
+            deadline,
+        )
+        blocked: set[str] = set()
+        states: dict[str, Stored] = {}
+        for item in items:
+            kind, name = keys[item["pk"]["S"]]
+            if kind == "head":
+                if int(item.get("parked", {}).get("N", "0")) > 0:
+                    blocked.add(name)
+            else:
+                states[name] = _stored(item, name)
+        return Seen(frozenset(blocked), states)
+
+    def park(self, parked: Sequence[tuple[Record, str | None, str | None]], deadline: float) -> dict[str, StoreError]:
+        """Store each (record, reason, code) as parked, with its entities' heads, one transaction per
+        chunk. An event already stored (a sender's retry) is left as it is. Returns the event ids that
+        could not be stored, with why; every other one is durably parked when this returns."""
+        chunks: list[list[tuple[Record, list[dict[str, Any]]]]] = [[]]
+        size = 0
+        for record, reason, code in parked:
+            actions = self._park_actions(record, reason, code)
+            if size + len(actions) > MAX_TRANSACTION_ACTIONS:
+                chunks.append([])
+                size = 0
+            chunks[-1].append((record, actions))
+            size += len(actions)
+        failures: dict[str, StoreError] = {}
+        for result in self._map(lambda chunk: self._commit(chunk, deadline), [c for c in chunks if c]):
+            failures |= result
+        return failures
+
+    def mark_done(self, records: Sequence[Record], deadline: float) -> set[str]:
+        """Remember these events as delivered for `done_ttl_seconds`, so a sender's retry is not
+        applied again. Returns the event ids that could not be recorded."""
+        expires = int(self.clock()) + self.done_ttl
+        items = {
+            r.event_id: {"pk": {"S": _pk_event(r.event_id)}, "sk": {"S": "event"}, "state": {"S": DONE},
+                         "seq": {"S": r.seq}, "expiresAt": {"N": str(expires)}}
+            for r in records
+        }  # fmt: skip
+        return self._put_all(items, deadline)
+
+    def keep_rejected(self, rejected: Sequence[tuple[Record, str | None, str | None]], deadline: float) -> set[str]:
+        """Keep rejected events with their reason for `rejected_ttl_seconds`, replayable once the
+        cause is fixed. Returns the event ids that could not be kept."""
+        expires = int(self.clock()) + self.rejected_ttl
+        items = {r.event_id: self._record_item(r, REJECTED, reason, code) | {"expiresAt": {"N": str(expires)}}
+                 for r, reason, code in rejected}  # fmt: skip
+        return self._put_all(items, deadline)
+
+    # -- the drain's view ------------------------------------------------------------------
+
+    def parked_page(
+        self, before_seq: str, start: Mapping[str, Any] | None = None, limit: int = 100
+    ) -> tuple[list[Stored], Mapping[str, Any] | None]:
+        """The oldest parked events accepted before `before_seq` (index reads), and where to go on."""
+        return self._queue_page(PARKED, {"hi": before_seq}, start, limit)
+
+    def rejected_page(
+        self, since_seq: str, before_seq: str, start: Mapping[str, Any] | None = None, limit: int = 100
+    ) -> tuple[list[Stored], Mapping[str, Any] | None]:
+        """Rejected events accepted in [since_seq, before_seq), oldest first."""
+        return self._queue_page(REJECTED, {"lo": since_seq, "hi": before_seq}, start, limit)
+
+    def still_parked(self, page: Sequence[Stored], deadline: float) -> list[Stored]:
+        """The page's records as they are now (consistent reads): the index may lag behind a release."""
+        items = self._get([{"pk": {"S": _pk_event(s.record.event_id)}, "sk": {"S": "event"}} for s in page], deadline)
+        current = {item["pk"]["S"]: item for item in items}
+        fresh = []
+        for stored in page:
+            item = current.get(_pk_event(stored.record.event_id))
+            if item and item.get("state", {}).get("S") == PARKED and item.get("seq", {}).get("S") == stored.record.seq:
+                fresh.append(_stored(item, stored.record.event_id))
+        return fresh
+
+    def settle(self, settled: Sequence[Settled], deadline: float) -> set[str]:
+        """Turn parked records into done or rejected ones and lower their entities' heads, one
+        transaction per chunk. Returns the event ids whose settling could not be recorded."""
+        now = int(self.clock())
+        chunks: list[list[tuple[Record, list[dict[str, Any]]]]] = [[]]
+        size = 0
+        for item in settled:
+            actions = self._settle_actions(item, now)
+            if size + len(actions) > MAX_TRANSACTION_ACTIONS:
+                chunks.append([])
+                size = 0
+            chunks[-1].append((item.stored.record, actions))
+            size += len(actions)
+        failed: set[str] = set()
+        for result in self._map(lambda chunk: self._commit(chunk, deadline), [c for c in chunks if c]):
+            failed |= set(result)
+        return failed
+
+    def retry_later(
+        self,
+        stored: Stored,
+        *,
+        due: float,
+        own_failure: bool,
+        link_only: bool = False,
+        reason: str | None,
+        code: str | None,
+    ) -> None:
+        """Note a failed attempt (counted only when the event's own call failed) and when to try
+        again. `link_only`: its company was written, so it no longer holds the company's order.
+
+        Raises:
+            StoreError: when it cannot be written; the event then comes back at once, which is safe.
+        """
+        record = stored.record
+        update = "SET attempts = attempts + :n, due = :due, reason = :reason, code = :code"
+        values: dict[str, Any] = {
+            ":n": {"N": "1" if own_failure else "0"},
+            ":due": {"N": f"{due:.3f}"},
+            ":reason": {"S": reason or ""},
+            ":code": {"S": code or ""},
+            ":parked": {"S": PARKED},
+            ":seq": {"S": record.seq},
+        }
+        dropped = [e for e in record.entities if e not in record.person] if link_only and not record.link_only else []
+        if dropped:
+            update += ", linkOnly = :true, entities = :entities"
+            values |= {":true": {"BOOL": True}, ":entities": {"L": [{"S": e} for e in record.person]}}
+        action = {
+            "TableName": self.table,
+            "Key": {"pk": {"S": _pk_event(record.event_id)}, "sk": {"S": "event"}},
+            "UpdateExpression": update,
+            "ConditionExpression": "#s = :parked AND seq = :seq",
+            "ExpressionAttributeNames": {"#s": "state"},
+            "ExpressionAttributeValues": values,
+        }
+        if not dropped:
+            self._call("update_item", **action)
+            return
+        items = [{"Update": action}, *self._head_actions(dropped, -1)]
+        self._call("transact_write_items", TransactItems=items)
+
+    def replay(self, rejected: Sequence[Stored], seqs: Sequence[str], deadline: float) -> set[str]:
+        """Park rejected events again, as if accepted now (at `seqs`). Returns those that could not be."""
+        chunks: list[list[tuple[Record, list[dict[str, Any]]]]] = [[]]
+        size = 0
+        for stored, seq in zip(rejected, seqs, strict=True):
+            record = stored.record
+            actions: list[dict[str, Any]] = [
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": {"pk": {"S": _pk_event(record.event_id)}, "sk": {"S": "event"}},
+                        "UpdateExpression": "SET #s = :parked, #q = :parked, seq = :seq, attempts = :zero, "
+                        "due = :zero REMOVE expiresAt",
+                        "ConditionExpression": "#s = :rejected AND seq = :old",
+                        "ExpressionAttributeNames": {"#s": "state", "#q": "queue"},
+                        "ExpressionAttributeValues": {
+                            ":parked": {"S": PARKED},
+                            ":rejected": {"S": REJECTED},
+                            ":seq": {"S": seq},
+                            ":old": {"S": record.seq},
+                            ":zero": {"N": "0"},
+                        },
+                    }
+                },
+                *self._head_actions(record.entities, +1),
+            ]
+            if size + len(actions) > MAX_TRANSACTION_ACTIONS:
+                chunks.append([])
+                size = 0
+            chunks[-1].append((record, actions))
+            size += len(actions)
+        failed: set[str] = set()
+        for result in self._map(lambda chunk: self._commit(chunk, deadline), [c for c in chunks if c]):
+            failed |= set(result)
+        return failed
+
+    # -- items -----------------------------------------------------------------------------
+
+    def _record_item(self, record: Record, state: str, reason: str | None, code: str | None) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "pk": {"S": _pk_event(record.event_id)},
+            "sk": {"S": "event"},
+            "state": {"S": state},
+            "queue": {"S": state},
+            "seq": {"S": record.seq},
+            "eventId": {"S": record.event_id},
+            "kind": {"S": record.kind or "unknown"},
+            # ASCII-escaped: a lone surrogate from a sender's JSON cannot be stored as UTF-8.
+            "event": {"S": json.dumps(record.event, separators=(",", ":"))},
+            "entities": {"L": [{"S": e} for e in record.entities]},
+            "attempts": {"N": "0"},
+            "due": {"N": "0"},
+            "reason": {"S": reason or ""},
+            "code": {"S": code or ""},
+        }
+        if record.link_only:
+            item["linkOnly"] = {"BOOL": True}
+        return item
+
+    def _park_actions(self, record: Record, reason: str | None, code: str | None) -> list[dict[str, Any]]:
+        put = {
+            "Put": {
+                "TableName": self.table,
+                "Item": self._record_item(record, PARKED, reason, code),
+                # A sender's retry of a parked or delivered event must not park it again behind newer
+                # events; a rejected one may be parked (the cause may be fixed).
+                "ConditionExpression": "attribute_not_exists(pk) OR #s = :rejected",
+                "ExpressionAttributeNames": {"#s": "state"},
+                "ExpressionAttributeValues": {":rejected": {"S": REJECTED}},
+            }
+        }
+        return [put, *self._head_actions(record.entities, +1)]
+
+    def _settle_actions(self, item: Settled, now: int) -> list[dict[str, Any]]:
+        record = item.stored.record
+        if item.state == DONE:
+            update = "SET #s = :state, expiresAt = :expires REMOVE #q, #e, entities"
+            expires = now + self.done_ttl
+        else:
+            update = "SET #s = :state, #q = :state, reason = :reason, code = :code, expiresAt = :expires"
+            expires = now + self.rejected_ttl
+        values = {
+            ":state": {"S": item.state},
+            ":parked": {"S": PARKED},
+            ":seq": {"S": record.seq},
+            ":expires": {"N": str(expires)},
+        }
+        names = {"#s": "state", "#q": "queue"}
+        if item.state == DONE:
+            names["#e"] = "event"
+        else:
+            values |= {":reason": {"S": item.reason or ""}, ":code": {"S": item.code or ""}}
+        return [
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": {"pk": {"S": _pk_event(record.event_id)}, "sk": {"S": "event"}},
+                    "UpdateExpression": update,
+                    "ConditionExpression": "#s = :parked AND seq = :seq",
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                }
+            },
+            *self._head_actions(record.entities, -1),
+        ]
+
+    def _head_actions(self, entities: Iterable[str], change: int) -> list[dict[str, Any]]:
+        expires = int(self.clock()) + HEAD_TTL_SECONDS
+        return [
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": {"pk": {"S": _pk_entity(entity)}, "sk": {"S": "head"}},
+                    "UpdateExpression": "ADD parked :change SET expiresAt = :expires",
+                    "ExpressionAttributeValues": {":change": {"N": str(change)}, ":expires": {"N": str(expires)}},
+                }
+            }
+            for entity in dict.fromkeys(entities)
+        ]
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def _commit(self, chunk: list[tuple[Record, list[dict[str, Any]]]], deadline: float) -> dict[str, StoreError]:
+        """One transaction for the chunk. A record whose condition fails is dropped from it (already
+        parked, or already settled) and the rest committed; conflicts and throttling are retried."""
+        pending = list(chunk)
+        token = str(uuid.uuid4())  # the same token for a retry of the same items: DynamoDB applies it once
+        attempt = 0
+        while pending:
+            try:
+                self.dynamodb.transact_write_items(
+                    TransactItems=[action for _, actions in pending for action in actions], ClientRequestToken=token
+                )
+                return {}
+            except Exception as error:
+                code = _error_code(error)
+                if code == "TransactionCanceledException":
+                    reasons = [r.get("Code") or "None" for r in _cancellation_reasons(error)]
+                    refused = _refused_records(pending, reasons)
+                    if refused:
+                        pending = [p for n, p in enumerate(pending) if n not in refused]
+                        token = str(uuid.uuid4())
+                        continue
+                elif code not in RETRYABLE_CODES and code != "TransactionConflictException":
+                    return _failed(pending, f"event store refused the write ({code})")
+                attempt += 1
+                if not self._pause(attempt, deadline):
+                    return _failed(pending, f"event store unavailable ({code})")
+        return {}
+
+    def _get(self, keys: list[dict[str, Any]], deadline: float) -> list[dict[str, Any]]:
+        def batch(chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = []
+            request = {self.table: {"Keys": chunk, "ConsistentRead": True}}
+            attempt = 0
+            while request:
+                reply = self._call("batch_get_item", RequestItems=request)
+                found += reply.get("Responses", {}).get(self.table, [])
+                request = reply.get("UnprocessedKeys") or {}
+                if request:
+                    attempt += 1
+                    if not self._pause(attempt, deadline):
+                        raise StoreError("event store could not be read before the deadline (throttled)")
+            return found
+
+        results = self._map(batch, [keys[n : n + BATCH_GET] for n in range(0, len(keys), BATCH_GET)])
+        return [item for found in results for item in found]
+
+    def _put_all(self, items: Mapping[str, dict[str, Any]], deadline: float) -> set[str]:
+        ids = list(items)
+
+        def batch(chunk: list[str]) -> set[str]:
+            request = {self.table: [{"PutRequest": {"Item": items[i]}} for i in chunk]}
+            attempt = 0
+            try:
+                while request:
+                    reply = self._call("batch_write_item", RequestItems=request)
+                    request = reply.get("UnprocessedItems") or {}
+                    if request:
+                        attempt += 1
+                        if not self._pause(attempt, deadline):
+                            left = {r["PutRequest"]["Item"]["pk"]["S"] for r in request[self.table]}
+                            return {i for i in chunk if _pk_event(i) in left}
+            except StoreError:
+                return set(chunk)
+            return set()
+
+        failed: set[str] = set()
+        for result in self._map(batch, [ids[n : n + BATCH_WRITE] for n in range(0, len(ids), BATCH_WRITE)]):
+            failed |= result
+        return failed
+
+    def _queue_page(
+        self, queue: str, bounds: Mapping[str, str], start: Mapping[str, Any] | None, limit: int
+    ) -> tuple[list[Stored], Mapping[str, Any] | None]:
+        condition = "#q = :q AND seq < :hi" if "lo" not in bounds else "#q = :q AND seq BETWEEN :lo AND :hi"
+        values = {":q": {"S": queue}} | {f":{k}": {"S": v} for k, v in bounds.items()}
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": QUEUE_INDEX,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeNames": {"#q": "queue"},
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": True,
+            "Limit": limit,
+        }
+        if start:
+            kwargs["ExclusiveStartKey"] = start
+        reply = self._call("query", **kwargs)
+        page = [_stored(item, item["eventId"]["S"]) for item in reply.get("Items", [])]
+        return page, reply.get("LastEvaluatedKey")
+
+    def _call(self, operation: str, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.dynamodb, operation)(**kwargs)
+        except Exception as error:  # botocore raises many types; all mean "not available now"
+            raise StoreError(f"event store unavailable ({_error_code(error)})") from error
+
+    def _pause(self, attempt: int, deadline: float) -> bool:
+        """Back off before another try; False when that would pass the deadline."""
+        delay = min(1.0, 0.05 * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+        if self.monotonic() + delay > deadline:
+            return False
+        self.sleep(delay)
+        return True
+
+    def _map(self, function: Callable[[Any], Any], chunks: list[Any]) -> list[Any]:
+        if self.executor is None or len(chunks) <= 1:
+            return [function(chunk) for chunk in chunks]
+        return list(self.executor.map(function, chunks))
+
+
+def _pk_event(event_id: str) -> str:
+    return "event#" + digest(event_id)
+
+
+def _pk_entity(entity: str) -> str:
+    return "entity#" + digest(entity)
+
+
+def _stored(item: Mapping[str, Any], event_id: str) -> Stored:
+    state = item.get("state", {}).get("S", "")
+    raw = item.get("event", {}).get("S")
+    event = json.loads(raw) if raw is not None else None
+    record = Record(
+        index=0,
+        event=event,
+        event_id=event_id,
+        seq=item.get("seq", {}).get("S", ""),
+        kind=item.get("kind", {}).get("S", ""),
+        entities=tuple(e["S"] for e in item.get("entities", {}).get("L", [])),
+        link_only=bool(item.get("linkOnly", {}).get("BOOL", False)),
+    )
+    return Stored(
+        record=record,
+        state=state,
+        attempts=int(item.get("attempts", {}).get("N", "0")),
+        due=float(item.get("due", {}).get("N", "0")),
+        reason=item.get("reason", {}).get("S") or None,
+        code=item.get("code", {}).get("S") or None,
+    )
+
+
+def _error_code(error: Exception) -> str:
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code") or type(error).__name__)
+    return type(error).__name__
+
+
+def _cancellation_reasons(error: Exception) -> list[dict[str, Any]]:
+    response = getattr(error, "response", None) or {}
+    return list(response.get("CancellationReasons") or [])
+
+
+def _refused_records(pending: list[tuple[Record, list[dict[str, Any]]]], reasons: list[str]) -> set[int]:
+    """Positions (in `pending`) of records whose own item failed its condition."""
+    refused: set[int] = set()
+    position = 0
+    for n, (_, actions) in enumerate(pending):
+        if position < len(reasons) and reasons[position] == "ConditionalCheckFailed":
+            refused.add(n)
+        position += len(actions)
+    return refused
+
+
+def _failed(pending: list[tuple[Record, list[dict[str, Any]]]], message: str) -> dict[str, StoreError]:
+    error = StoreError(message)
+    return {record.event_id: error for record, _ in pending}

@@ -214,13 +214,13 @@ def _record(
             parked = dataclasses.replace(r, link_only=True, entities=r.person) if r.index in written else r
             to_park.append((parked, outcome.error, outcome.code))
     failures = store.park(to_park, deadline) if to_park else {}
-    for r, reason, _ in to_park:
+    for r, reason, code in to_park:
         error = failures.get(r.event_id)
         if error is not None:
             logger.error("event could not be parked", extra={"reason": error.message})
             changed[r.index] = outcome_of(error)
         else:
-            changed[r.index] = Outcome("deferred", 202, f"queued for retry: {reason}", "deferred")
+            changed[r.index] = Outcome("deferred", 202, f"queued for retry: {reason}", code or "deferred")
     # Track events are remembered always (exactly once); other applied events only when the request
     # parked something, since only then could a retry of it be parked behind a newer event.
     remember = [

@@ -45,6 +45,10 @@ RETRYABLE_CODES = frozenset(
 )
 
 
+# A record's own transaction items, and how each of its entities' parked count moves.
+Change = tuple[Record, list[dict[str, Any]], dict[str, int]]
+
+
 class StoreError(DestinationError):
     """The event store could not be read or written (after the SDK's retries and ours)."""
 
@@ -142,17 +146,11 @@ class EventStore:
         """Store each (record, reason, code) as parked, with its entities' heads, one transaction per
         chunk. An event already stored (a sender's retry) is left as it is. Returns the event ids that
         could not be stored, with why; every other one is durably parked when this returns."""
-        chunks: list[list[tuple[Record, list[dict[str, Any]]]]] = [[]]
-        size = 0
-        for record, reason, code in parked:
-            actions = self._park_actions(record, reason, code)
-            if size + len(actions) > MAX_TRANSACTION_ACTIONS:
-                chunks.append([])
-                size = 0
-            chunks[-1].append((record, actions))
-            size += len(actions)
+        changes = [
+            (r, [self._park_action(r, reason, code)], dict.fromkeys(r.entities, 1)) for r, reason, code in parked
+        ]
         failures: dict[str, StoreError] = {}
-        for result in self._map(lambda chunk: self._commit(chunk, deadline), [c for c in chunks if c]):
+        for result in self._map(lambda chunk: self._commit(chunk, deadline), _chunks(changes)):
             failures |= result
         return failures
 
@@ -204,17 +202,12 @@ class EventStore:
         """Turn parked records into done or rejected ones and lower their entities' heads, one
         transaction per chunk. Returns the event ids whose settling could not be recorded."""
         now = int(self.clock())
-        chunks: list[list[tuple[Record, list[dict[str, Any]]]]] = [[]]
-        size = 0
-        for item in settled:
-            actions = self._settle_actions(item, now)
-            if size + len(actions) > MAX_TRANSACTION_ACTIONS:
-                chunks.append([])
-                size = 0
-            chunks[-1].append((item.stored.record, actions))
-            size += len(actions)
+        changes = [
+            (item.stored.record, [self._settle_action(item, now)], dict.fromkeys(item.stored.record.entities, -1))
+            for item in settled
+        ]
         failed: set[str] = set()
-        for result in self._map(lambda chunk: self._commit(chunk, deadline), [c for c in chunks if c]):
+        for result in self._map(lambda chunk: self._commit(chunk, deadline), _chunks(changes)):
             failed |= set(result)
         return failed
 
@@ -259,42 +252,34 @@ class EventStore:
         if not dropped:
             self._call("update_item", **action)
             return
-        items = [{"Update": action}, *self._head_actions(dropped, -1)]
+        items = [{"Update": action}, *self._head_actions(dict.fromkeys(dropped, -1))]
         self._call("transact_write_items", TransactItems=items)
 
     def replay(self, rejected: Sequence[Stored], seqs: Sequence[str], deadline: float) -> set[str]:
         """Park rejected events again, as if accepted now (at `seqs`). Returns those that could not be."""
-        chunks: list[list[tuple[Record, list[dict[str, Any]]]]] = [[]]
-        size = 0
+        changes: list[Change] = []
         for stored, seq in zip(rejected, seqs, strict=True):
             record = stored.record
-            actions: list[dict[str, Any]] = [
-                {
-                    "Update": {
-                        "TableName": self.table,
-                        "Key": {"pk": {"S": _pk_event(record.event_id)}, "sk": {"S": "event"}},
-                        "UpdateExpression": "SET #s = :parked, #q = :parked, seq = :seq, attempts = :zero, "
-                        "due = :zero REMOVE expiresAt",
-                        "ConditionExpression": "#s = :rejected AND seq = :old",
-                        "ExpressionAttributeNames": {"#s": "state", "#q": "queue"},
-                        "ExpressionAttributeValues": {
-                            ":parked": {"S": PARKED},
-                            ":rejected": {"S": REJECTED},
-                            ":seq": {"S": seq},
-                            ":old": {"S": record.seq},
-                            ":zero": {"N": "0"},
-                        },
-                    }
-                },
-                *self._head_actions(record.entities, +1),
-            ]
-            if size + len(actions) > MAX_TRANSACTION_ACTIONS:
-                chunks.append([])
-                size = 0
-            chunks[-1].append((record, actions))
-            size += len(actions)
+            update = {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": {"pk": {"S": _pk_event(record.event_id)}, "sk": {"S": "event"}},
+                    "UpdateExpression": "SET #s = :parked, #q = :parked, seq = :seq, attempts = :zero, "
+                    "due = :zero REMOVE expiresAt",
+                    "ConditionExpression": "#s = :rejected AND seq = :old",
+                    "ExpressionAttributeNames": {"#s": "state", "#q": "queue"},
+                    "ExpressionAttributeValues": {
+                        ":parked": {"S": PARKED},
+                        ":rejected": {"S": REJECTED},
+                        ":seq": {"S": seq},
+                        ":old": {"S": record.seq},
+                        ":zero": {"N": "0"},
+                    },
+                }
+            }
+            changes.append((record, [update], dict.fromkeys(record.entities, 1)))
         failed: set[str] = set()
-        for result in self._map(lambda chunk: self._commit(chunk, deadline), [c for c in chunks if c]):
+        for result in self._map(lambda chunk: self._commit(chunk, deadline), _chunks(changes)):
             failed |= set(result)
         return failed
 
@@ -321,8 +306,8 @@ class EventStore:
             item["linkOnly"] = {"BOOL": True}
         return item
 
-    def _park_actions(self, record: Record, reason: str | None, code: str | None) -> list[dict[str, Any]]:
-        put = {
+    def _park_action(self, record: Record, reason: str | None, code: str | None) -> dict[str, Any]:
+        return {
             "Put": {
                 "TableName": self.table,
                 "Item": self._record_item(record, PARKED, reason, code),
@@ -333,9 +318,8 @@ class EventStore:
                 "ExpressionAttributeValues": {":rejected": {"S": REJECTED}},
             }
         }
-        return [put, *self._head_actions(record.entities, +1)]
 
-    def _settle_actions(self, item: Settled, now: int) -> list[dict[str, Any]]:
+    def _settle_action(self, item: Settled, now: int) -> dict[str, Any]:
         record = item.stored.record
         if item.state == DONE:
             update = "SET #s = :state, expiresAt = :expires REMOVE #q, #e, entities"
@@ -354,21 +338,19 @@ class EventStore:
             names["#e"] = "event"
         else:
             values |= {":reason": {"S": item.reason or ""}, ":code": {"S": item.code or ""}}
-        return [
-            {
-                "Update": {
-                    "TableName": self.table,
-                    "Key": {"pk": {"S": _pk_event(record.event_id)}, "sk": {"S": "event"}},
-                    "UpdateExpression": update,
-                    "ConditionExpression": "#s = :parked AND seq = :seq",
-                    "ExpressionAttributeNames": names,
-                    "ExpressionAttributeValues": values,
-                }
-            },
-            *self._head_actions(record.entities, -1),
-        ]
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": {"pk": {"S": _pk_event(record.event_id)}, "sk": {"S": "event"}},
+                "UpdateExpression": update,
+                "ConditionExpression": "#s = :parked AND seq = :seq",
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
+            }
+        }
 
-    def _head_actions(self, entities: Iterable[str], change: int) -> list[dict[str, Any]]:
+    def _head_actions(self, changes: Mapping[str, int]) -> list[dict[str, Any]]:
+        """One update per entity (a transaction may touch an item once): its count moves by the sum."""
         expires = int(self.clock()) + HEAD_TTL_SECONDS
         return [
             {
@@ -379,21 +361,28 @@ class EventStore:
                     "ExpressionAttributeValues": {":change": {"N": str(change)}, ":expires": {"N": str(expires)}},
                 }
             }
-            for entity in dict.fromkeys(entities)
+            for entity, change in changes.items()
+            if change
         ]
 
     # -- calls -----------------------------------------------------------------------------
 
-    def _commit(self, chunk: list[tuple[Record, list[dict[str, Any]]]], deadline: float) -> dict[str, StoreError]:
-        """One transaction for the chunk. A record whose condition fails is dropped from it (already
-        parked, or already settled) and the rest committed; conflicts and throttling are retried."""
+    def _commit(self, chunk: list[Change], deadline: float) -> dict[str, StoreError]:
+        """One transaction for the chunk: each record's own items, then its entities' heads moved by
+        the sum of the changes. A record whose own item fails its condition (already parked, or
+        already settled) is dropped and the rest committed; conflicts and throttling are retried."""
         pending = list(chunk)
         token = str(uuid.uuid4())  # the same token for a retry of the same items: DynamoDB applies it once
         attempt = 0
         while pending:
+            heads: dict[str, int] = {}
+            for _, _, changes in pending:
+                for entity, change in changes.items():
+                    heads[entity] = heads.get(entity, 0) + change
+            own = [action for _, actions, _ in pending for action in actions]
             try:
                 self.dynamodb.transact_write_items(
-                    TransactItems=[action for _, actions in pending for action in actions], ClientRequestToken=token
+                    TransactItems=own + self._head_actions(heads), ClientRequestToken=token
                 )
                 return {}
             except Exception as error:
@@ -537,17 +526,33 @@ def _cancellation_reasons(error: Exception) -> list[dict[str, Any]]:
     return list(response.get("CancellationReasons") or [])
 
 
-def _refused_records(pending: list[tuple[Record, list[dict[str, Any]]]], reasons: list[str]) -> set[int]:
+def _chunks(changes: list[Change]) -> list[list[Change]]:
+    """Split changes into transactions of at most MAX_TRANSACTION_ACTIONS items, heads included."""
+    chunks: list[list[Change]] = [[]]
+    own: int = 0
+    entities: set[str] = set()
+    for change in changes:
+        _, actions, heads = change
+        if chunks[-1] and own + len(actions) + len(entities | set(heads)) > MAX_TRANSACTION_ACTIONS:
+            chunks.append([])
+            own, entities = 0, set()
+        chunks[-1].append(change)
+        own += len(actions)
+        entities |= set(heads)
+    return [chunk for chunk in chunks if chunk]
+
+
+def _refused_records(pending: list[Change], reasons: list[str]) -> set[int]:
     """Positions (in `pending`) of records whose own item failed its condition."""
     refused: set[int] = set()
     position = 0
-    for n, (_, actions) in enumerate(pending):
+    for n, (_, actions, _) in enumerate(pending):
         if position < len(reasons) and reasons[position] == "ConditionalCheckFailed":
             refused.add(n)
         position += len(actions)
     return refused
 
 
-def _failed(pending: list[tuple[Record, list[dict[str, Any]]]], message: str) -> dict[str, StoreError]:
+def _failed(pending: list[Change], message: str) -> dict[str, StoreError]:
     error = StoreError(message)
-    return {record.event_id: error for record, _ in pending}
+    return {record.event_id: error for record, _, _ in pending}

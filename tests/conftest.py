@@ -11,15 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from devtools.gainsight_sandbox import Sandbox
-from devtools.local import (
-    BARRIER_TABLE,
-    IDEMPOTENCY_TABLE,
-    LOCAL_ENV,
-    LocalAws,
-    moto_aws,
-    seed_parameters,
-    use_handler_path,
-)
+from devtools.local import EVENT_TABLE, LOCAL_ENV, LocalAws, moto_aws, seed_parameters, use_handler_path
 
 # Powertools reads these when the handler modules are imported, before any fixture runs.
 for _name in ("POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"):
@@ -34,22 +26,17 @@ from settings import settings  # noqa: E402
 
 @pytest.fixture(scope="session")
 def aws() -> Iterator[LocalAws]:
-    """moto on loopback: SSM, the retry queue and its DLQ, the barrier and idempotency tables."""
+    """moto on loopback: SSM and the event store table."""
     with moto_aws() as local:
         yield local
 
 
-def empty_aws(local: LocalAws) -> None:
+def empty_aws() -> None:
     import boto3
 
-    sqs, dynamodb = boto3.client("sqs"), boto3.client("dynamodb")
-    for url in (local.queue, local.dlq):  # PurgeQueue is allowed once a minute: receive and delete
-        while messages := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
-            for message in messages:
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-    for table, key in ((BARRIER_TABLE, "person"), (IDEMPOTENCY_TABLE, "id")):
-        for item in dynamodb.scan(TableName=table, ProjectionExpression=key)["Items"]:
-            dynamodb.delete_item(TableName=table, Key={key: item[key]})
+    dynamodb = boto3.client("dynamodb")
+    for item in dynamodb.scan(TableName=EVENT_TABLE, ProjectionExpression="pk, sk")["Items"]:
+        dynamodb.delete_item(TableName=EVENT_TABLE, Key=item)
 
 
 @pytest.fixture(scope="session")
@@ -72,10 +59,10 @@ def clear_caches() -> None:
 
 @pytest.fixture
 def sandbox(sandbox_server: Sandbox, aws: LocalAws) -> Iterator[Sandbox]:
-    """The Gainsight sandbox, empty, with the demo destination config pointing at it, and empty
-    retry queues and tables."""
+    """The Gainsight sandbox, empty, with the demo destination config pointing at it, and an empty
+    event store."""
     sandbox_server.state.reset()
-    empty_aws(aws)
+    empty_aws()
     seed_parameters(sandbox_server.url)
     clear_caches()
     yield sandbox_server

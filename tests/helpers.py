@@ -54,11 +54,17 @@ def track(event: str = "Ticket Closed", message_id: str = "m-track", **propertie
     return {"type": "track", "messageId": message_id, "event": event, "properties": properties}
 
 
-def queue_depth(queue_url: str) -> int:
-    """Messages in a queue, visible or in flight."""
+def stored(state: str = "parked") -> list[Any]:
+    """The event store's parked (or rejected) records, oldest first."""
     import boto3
 
-    attributes = boto3.client("sqs").get_queue_attributes(
-        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+    from devtools.local import EVENT_TABLE
+    from store import EventStore
+
+    records, start = [], None
+    store = EventStore(EVENT_TABLE, boto3.client("dynamodb"))
+    while True:
+        page, start = store._queue_page(state, {"hi": "~"}, start, 100)
+        records += page
+        if start is None:
+            return records

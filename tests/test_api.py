@@ -11,7 +11,8 @@ import pytest
 
 from devtools.gainsight_sandbox import Fault, Sandbox
 from devtools.local import LocalAws, api_event, demo_config, drain, invoke, seed_parameters
-from tests.helpers import group, identify, post, queue_depth, track
+from tests.conftest import clear_caches
+from tests.helpers import group, identify, post, stored, track
 
 
 def test_identify_upserts_the_person_keyed_on_email(sandbox: Sandbox) -> None:
@@ -229,11 +230,11 @@ def test_persistent_5xx_parks_the_event_and_answers_200(sandbox: Sandbox, aws: L
     assert reply.body["results"][0]["statusCode"] == 202
     assert reply.body["results"][0]["error"] == "queued for retry: Gainsight GU_1101: Oops, something went wrong."
     assert sandbox.state.count("event_publish") == 3
-    assert queue_depth(aws.queue) == 1
-    # And once Gainsight recovers, the retry consumer delivers it
-    drain(aws.queue)
+    assert len(stored()) == 1
+    # And once Gainsight recovers, the drain delivers it
+    drain()
     assert [e["body"] for e in sandbox.state.snapshot()["events"]] == [{}]
-    assert queue_depth(aws.queue) == 0
+    assert len(stored()) == 0
 
 
 def test_persistent_429_parks_the_event(sandbox: Sandbox, aws: LocalAws, monkeypatch) -> None:
@@ -256,13 +257,13 @@ def test_timeouts_are_retried_then_parked(sandbox: Sandbox, monkeypatch) -> None
     assert reply.body["results"][0]["error"].startswith("queued for retry: Gainsight timed out")
 
 
-def test_when_parking_fails_the_event_fails_with_503(sandbox: Sandbox, monkeypatch) -> None:
-    monkeypatch.setenv("RETRY_QUEUE_URL", "http://127.0.0.1:1/000000000000/missing.fifo")
-    sandbox.fail(Fault(status=503, times=10))
+def test_when_the_event_store_is_unavailable_nothing_is_sent_and_the_sender_retries(sandbox: Sandbox, monkeypatch) -> None:
+    monkeypatch.setenv("EVENT_TABLE", "missing-table")
     reply = post("/v1/batch", {"batch": [track(message_id="t"), identify(message_id="i")]})
     assert reply.status == 503
     assert reply.outcomes == ["failed", "failed"]
-    assert reply.body["results"][0]["error"].startswith("event could not be parked for retry: queue unavailable")
+    assert reply.body["results"][0]["error"] == "event store unavailable (ResourceNotFoundException)"
+    assert sandbox.state.count() == 0
 
 
 def test_the_tenant_quota_parks_what_it_cannot_take(sandbox: Sandbox, aws: LocalAws) -> None:
@@ -270,11 +271,11 @@ def test_the_tenant_quota_parks_what_it_cannot_take(sandbox: Sandbox, aws: Local
     sandbox.state.faults.quota_per_minute = 2
     # When a batch needs three calls
     reply = post("/v1/batch", {"batch": [track(message_id=str(n)) for n in range(3)]})
-    # Then two are delivered and the third waits in the retry queue
+    # Then two are delivered and the third is parked
     assert sorted(reply.outcomes) == ["deferred", "delivered", "delivered"]
     assert reply.status == 200
     assert sandbox.state.count() == 3
-    assert queue_depth(aws.queue) == 1
+    assert len(stored()) == 1
 
 
 def test_a_request_without_headers_is_401_not_an_error(sandbox: Sandbox) -> None:
@@ -313,7 +314,7 @@ def test_rejected_access_key_parks_events_with_a_clear_message(sandbox: Sandbox,
     assert (reply.status, reply.outcomes) == (200, ["deferred"])
     assert reply.body["results"][0]["error"].startswith("queued for retry: Gainsight rejected the access key")
     assert sandbox.state.count() == 1  # a bad key is not retried at once: it waits for the operator
-    assert queue_depth(aws.queue) == 1
+    assert len(stored()) == 1
 
 
 # -- configuration ------------------------------------------------------------------
@@ -347,11 +348,19 @@ def test_missing_ssm_parameter_parks_events_naming_it(sandbox: Sandbox, monkeypa
     assert "SSM parameter /does/not/exist could not be read" in reply.body["results"][0]["error"]
 
 
-def test_without_a_shared_secret_track_is_rejected_but_identify_works(sandbox: Sandbox, monkeypatch) -> None:
+def test_without_a_shared_secret_track_waits_for_it_and_identify_works(sandbox: Sandbox, monkeypatch) -> None:
+    # Given a destination whose shared secret is not configured yet
     monkeypatch.delenv("SHARED_SECRET_PARAM")
+    # When a track and an identify arrive
     reply = post("/v1/batch", {"batch": [track(), identify()]})
-    assert reply.outcomes == ["rejected", "delivered"]
-    assert reply.body["results"][0]["error"] == "sharedSecret is not configured: track events cannot be sent"
+    # Then the identify is delivered and the track is kept, naming what is missing
+    assert reply.outcomes == ["deferred", "delivered"]
+    assert "sharedSecret is not configured" in reply.body["results"][0]["error"]
+    # And once the secret is configured (a new deployment: fresh containers), the drain delivers it
+    monkeypatch.undo()
+    clear_caches()
+    drain()
+    assert [e["eventName"] for e in sandbox.state.snapshot()["events"]] == ["ticket_closed"]
 
 
 def test_missing_settings_answer_503_without_details(sandbox: Sandbox, monkeypatch) -> None:
@@ -367,7 +376,7 @@ def test_an_unexpected_error_is_a_503_without_a_stack_trace(sandbox: Sandbox, mo
     def broken(*args, **kwargs):
         raise RuntimeError("boom at line 42")
 
-    monkeypatch.setattr(ingest, "process", broken)
+    monkeypatch.setattr(ingest, "accept", broken)
     reply = post("/v1/identify", identify())
     assert (reply.status, reply.body) == (503, {"code": "internal_error", "message": "internal error; retry later"})
 

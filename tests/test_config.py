@@ -14,9 +14,7 @@ REQUIRED_ENV = {
     "DESTINATION_CONFIG_PARAM": "/c",
     "ACCESS_KEY_PARAM": "/a",
     "WRITE_KEYS_PARAM": "/w",
-    "RETRY_QUEUE_URL": "https://sqs/q.fifo",
-    "BARRIER_TABLE": "barriers",
-    "IDEMPOTENCY_TABLE": "idempotency",
+    "EVENT_TABLE": "events",
 }
 
 

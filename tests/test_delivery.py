@@ -25,22 +25,23 @@ def test_plan_merges_companies_and_people_in_event_order() -> None:
         (4, PersonUpsert("ada@x.io", {"Email": "ada@x.io", "Name": "Ada L"})),
         (5, CompanyUpsert("Initech", {"Name": "Initech"}, "ada@x.io")),
     ]
-    # When it is planned
-    result = plan(operations, {2: "userId:u1"})
+    # When it is planned (the track linked to nobody's write)
+    chains = {0: "ada", 1: "ada", 2: "user:u1", 3: "grace", 4: "ada", 5: "ada"}
+    result = plan(operations, chains)
     # Then each company is written once with later values winning
     assert result.companies["Acme"].fields == {"Name": "Acme", "Stage": "Adoption", "Employees": 10}
     assert result.companies["Acme"].events == [1, 3]
     assert result.companies["Acme"].parts[0] == (1, {"Name": "Acme", "Stage": "Onboarding", "Employees": 10})
     # and each person is one PUT: identify fields merged, company links united
-    body = person_body("ada@x.io", result.people["email:ada@x.io"].parts, {"Acme": "G1", "Initech": "G2"})
+    body = person_body("ada@x.io", result.people["ada"]["ada@x.io"].parts, {"Acme": "G1", "Initech": "G2"})
     assert body == {
         "Email": "ada@x.io",
         "Name": "Ada L",
         "Timezone": "UTC",
         "companies": [{"Company_ID": "G1"}, {"Company_ID": "G2"}],
     }
-    assert [i for i, _ in result.people["email:grace@x.io"].parts] == [3]
-    assert {key: [i for i, _ in tracks] for key, tracks in result.events.items()} == {"userId:u1": [2]}
+    assert [i for i, _ in result.people["grace"]["grace@x.io"].parts] == [3]
+    assert {key: [i for i, _ in tracks] for key, tracks in result.events.items()} == {"user:u1": [2]}
 
 
 def test_plan_treats_emails_differing_in_case_as_one_person() -> None:
@@ -48,7 +49,7 @@ def test_plan_treats_emails_differing_in_case_as_one_person() -> None:
         (0, PersonUpsert("Ada@X.io", {"Email": "Ada@X.io", "Timezone": "UTC"})),
         (1, PersonUpsert(" ada@x.io", {"Email": " ada@x.io", "Name": "Ada"})),
     ]
-    [person] = plan(operations).people.values()
+    [person] = plan(operations, {0: "ada", 1: "ada"}).people["ada"].values()
     assert person_body(person.email, person.parts, {}) == {"Email": " ada@x.io", "Timezone": "UTC", "Name": "Ada"}
 
 

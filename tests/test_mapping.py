@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from config import Destination
-from errors import EventRejected
+from errors import ConfigurationError, EventRejected
 from mapping import company_upsert, event_publish, operation, person_upsert
 
 DESTINATION = Destination(
@@ -194,9 +194,6 @@ def test_track_contract_id_falls_back_to_configured_then_omitted() -> None:
     [
         ({"properties": {}}, DESTINATION, "event name is required for track"),
         ({"event": "  "}, DESTINATION, "event name is required for track"),
-        ({"event": "Ticket Closed"}, replace(DESTINATION, shared_secret=None), "sharedSecret is not configured"),
-        ({"event": "Ticket Closed"}, replace(DESTINATION, tenant_id=None), "tenantId is not configured"),
-        ({"event": "Ticket Closed"}, replace(DESTINATION, topic_name=None), "topicName is not configured"),
         ({"event": "Signed Up"}, DESTINATION, "Event name mapping not provided for Signed Up"),
         (
             {"event": "Ticket Closed"},
@@ -209,6 +206,16 @@ def test_track_errors(event, destination, message) -> None:
     with pytest.raises(EventRejected) as raised:
         event_publish(event, destination)
     assert raised.value.message.startswith(message)
+
+
+@pytest.mark.parametrize("missing", ["shared_secret", "tenant_id", "topic_name"])
+def test_an_incomplete_publisher_is_a_configuration_problem_not_the_events(missing) -> None:
+    # The event waits (retryable) until the destination is completed; it is not rejected for good.
+    with pytest.raises(ConfigurationError) as raised:
+        event_publish({"event": "Ticket Closed"}, replace(DESTINATION, **{missing: None}))
+    assert raised.value.retryable
+    key = {"shared_secret": "sharedSecret", "tenant_id": "tenantId", "topic_name": "topicName"}[missing]
+    assert raised.value.message.startswith(f"{key} is not configured")
 
 
 @pytest.mark.parametrize(

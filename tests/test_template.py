@@ -83,38 +83,39 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def test_the_api_function_may_only_read_its_parameters_park_events_and_dedup(function) -> None:
+def test_the_api_function_may_only_read_its_parameters_and_use_the_event_store(function) -> None:
     grants = _grants(function)
     assert {sid: actions for sid, (actions, _) in grants.items()} == {
         "ReadOwnParameters": {"ssm:GetParameter"},
         "DecryptOnlyThroughSsm": {"kms:Decrypt"},
-        "ParkForRetry": {"sqs:SendMessage"},
-        "PersonBarriers": {"dynamodb:BatchGetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
-        "TrackIdempotency": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
+        "EventStore": {"dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
     }
     _assert_scoped(function, grants, parameters=4)
-    assert grants["ParkForRetry"][1] == [{"Fn::GetAtt": ["RetryQueue", "Arn"]}]
+    assert grants["EventStore"][1] == [{"Fn::GetAtt": ["EventTable", "Arn"]}]
 
 
-def test_the_retry_function_may_only_consume_the_queue_it_drains(template) -> None:
-    function = template["Resources"]["RetryFunction"]["Properties"]
+def test_the_drain_runs_alone_every_minute_and_may_only_use_the_event_store(template) -> None:
+    function = template["Resources"]["DrainFunction"]["Properties"]
     grants = _grants(function)
     assert {sid: actions for sid, (actions, _) in grants.items()} == {
         "ReadOwnParameters": {"ssm:GetParameter"},
         "DecryptOnlyThroughSsm": {"kms:Decrypt"},
-        "ConsumeRetryQueue": {
-            "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes",
-        },
-        "PersonBarriers": {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
-        "TrackIdempotency": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
-    }  # fmt: skip
-    _assert_scoped(function, grants, parameters=3)  # the consumer never checks write keys
+        "EventStore": {"dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+    }
+    _assert_scoped(function, grants, parameters=3)  # the drain never checks write keys
     assert not any("WriteKeys" in str(resource) for resource in grants["ReadOwnParameters"][1])
-    retry = template["Resources"]["RetryEventSource"]["Properties"]
-    assert retry["EventSourceArn"] == {"Fn::GetAtt": ["RetryQueue", "Arn"]}
-    assert retry["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert retry["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "RetryConcurrency"}}
-    assert f"def {function['Handler'].split('.')[1]}(" in (ROOT / "handler" / "retry_app.py").read_text()
+    assert function["ReservedConcurrentExecutions"] == 1
+    assert function["Events"]["EveryMinute"]["Properties"]["ScheduleExpression"] == "rate(1 minute)"
+    # Its budget leaves it time to record what it did before the function times out.
+    assert float(function["Environment"]["Variables"]["DRAIN_BUDGET_SECONDS"]) + 5 <= function["Timeout"]
+    assert f"def {function['Handler'].split('.')[1]}(" in (ROOT / "handler" / "drain_app.py").read_text()
+
+
+def test_the_request_budget_always_fits_the_api_functions_timeout(template) -> None:
+    budget = template["Parameters"]["DeliveryBudgetSeconds"]
+    timeout = template["Globals"]["Function"]["Timeout"]
+    assert budget["MaxValue"] + 1 < timeout  # ingest.SAFETY_MARGIN_SECONDS is left to answer
+    assert budget["MaxValue"] < 10  # RudderStack's sender times out at 10 s
 
 
 def _assert_scoped(function: dict[str, Any], grants: dict[str, tuple[set[str], list[Any]]], *, parameters: int) -> None:
@@ -135,19 +136,21 @@ def test_the_api_is_throttled_so_one_sender_cannot_take_every_lambda(template) -
     assert rate * budget <= 250  # concurrent executions the API can hold at its steady rate
 
 
-def test_failed_events_dead_letter_and_alarms_watch_them(template) -> None:
+def test_the_event_store_survives_the_stack_and_alarms_watch_it(template) -> None:
     resources = template["Resources"]
-    queue = resources["RetryQueue"]["Properties"]
-    assert queue["FifoQueue"] is True
-    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["RetryDeadLetterQueue", "Arn"]}
+    table = resources["EventTable"]
+    assert (table["DeletionPolicy"], table["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    assert table["Properties"]["TimeToLiveSpecification"] == {"AttributeName": "expiresAt", "Enabled": True}
+    [index] = table["Properties"]["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "queue"
     alarms = {name for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
     assert alarms == {
-        "DeadLetterQueueNotEmptyAlarm", "OldestRetryAlarm", "CredentialsRejectedAlarm", "ErrorRateAlarm",
+        "EventsGaveUpAlarm", "OldestParkedAlarm", "DrainFailingAlarm", "CredentialsRejectedAlarm", "ErrorRateAlarm",
         "ThrottlingAlarm", "ApiThrottlingAlarm",
     }  # fmt: skip
     # The metrics the alarms read are the ones the code emits.
     ingest_source = (ROOT / "handler" / "ingest.py").read_text()
-    for name in ("CredentialsRejectedAlarm", "ThrottlingAlarm"):
+    for name in ("CredentialsRejectedAlarm", "ThrottlingAlarm", "EventsGaveUpAlarm", "OldestParkedAlarm"):
         assert f'name="{resources[name]["Properties"]["MetricName"]}"' in ingest_source
 
 
@@ -159,7 +162,7 @@ def test_sam_adds_no_broad_managed_policy_to_either_role(template, monkeypatch) 
 
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     document = copy.deepcopy(template)
-    for name in ("DestinationFunction", "RetryFunction"):
+    for name in ("DestinationFunction", "DrainFunction"):
         document["Resources"][name]["Properties"]["CodeUri"] = "s3://bucket/key"  # what `sam package` puts there
 
     class ManagedPolicies:
@@ -171,6 +174,6 @@ def test_sam_adds_no_broad_managed_policy_to_either_role(template, monkeypatch) 
             return {name: f"arn:aws:iam::aws:policy/{path}{name}" for name, path in names.items()}
 
     resources = transform(document, {}, ManagedPolicies())["Resources"]
-    for role in ("DestinationFunctionRole", "RetryFunctionRole"):
+    for role in ("DestinationFunctionRole", "DrainFunctionRole"):
         managed = {arn.rsplit("/", 1)[-1] for arn in resources[role]["Properties"]["ManagedPolicyArns"]}
         assert managed == {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess"}, role

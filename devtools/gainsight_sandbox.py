@@ -52,6 +52,7 @@ class Fault:
     retry_after: str | None = None  # Retry-After header value, with a 429/503
     delay: float = 0.0  # seconds to wait before answering (longer than the client's timeout = a timeout)
     drop: bool = False  # close the connection without an answer
+    lost_answer: bool = False  # do the work, then close the connection without an answer
     reply: dict[str, Any] | None = None  # answer 200 with this `data`, without touching the store
     operation: str | None = None  # only calls of this operation; None = any
     times: int = 1
@@ -64,6 +65,7 @@ class Faults:
     quota_per_minute: int | None = None  # Gainsight's fixed-window limit; None = unlimited
     quota_retry_after: bool = True
     random_rate: float = 0.0  # share of calls that misbehave at random (5xx, 429, timeout, drop)
+    lost_answer_rate: float = 0.0  # share of calls that are carried out and then answered with a dropped connection
     random_timeout: float = 3.0
     rng: random.Random = field(default_factory=lambda: random.Random(7))
 
@@ -91,6 +93,7 @@ class SandboxState:
         self.companies: dict[str, dict[str, Any]] = {}  # Gsid -> record
         self.events: list[dict[str, Any]] = []
         self.calls: list[Call] = []
+        self.lost_answers: list[Call] = []  # calls carried out whose answer was dropped
         self.faults = Faults()
         self._window = (0.0, 0)
         self.generation = 0  # bumped by reset: a call that arrived before a reset changes nothing after it
@@ -102,6 +105,7 @@ class SandboxState:
             self.companies.clear()
             self.events.clear()
             self.calls.clear()
+            self.lost_answers.clear()
             self.faults = Faults()
             self._window = (0.0, 0)
 
@@ -143,6 +147,8 @@ class SandboxState:
                         self.faults.scripted.remove(fault)
                     return fault
             faults = self.faults
+            if faults.lost_answer_rate and faults.rng.random() < faults.lost_answer_rate:
+                return Fault(lost_answer=True)
             if faults.random_rate and faults.rng.random() < faults.random_rate:
                 return faults.rng.choice(
                     [
@@ -300,6 +306,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     _generation = 0
     _arrived = 0.0
+    _last_call: Call | None = None
     # Without TCP_NODELAY every keep-alive call stalls ~40 ms on delayed ACKs.
     disable_nagle_algorithm = True
 
@@ -334,6 +341,15 @@ class SandboxHandler(BaseHTTPRequestHandler):
         self._arrived = time.monotonic()
         time.sleep(state.faults.latency)
         fault = state.next_fault(operation)
+        if fault is not None and fault.lost_answer:
+            self._last_call = None
+            status, _ = self._operate(operation, url.query, raw)
+            with state.lock:
+                if status == 200 and self._last_call is not None and state.generation == generation:
+                    state.lost_answers.append(self._last_call)
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
         if fault is not None:
             time.sleep(fault.delay)
             if fault.drop:
@@ -415,6 +431,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
             if self.server.state.generation == self._generation:
                 call = Call(operation, method, path, status, body, self._arrived, time.monotonic())
                 self.server.state.calls.append(call)
+                self._last_call = call
 
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode()

@@ -4,6 +4,7 @@ Docker-free way to invoke the handler with API Gateway events as `sam local invo
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import logging
 import os
@@ -183,16 +184,20 @@ def create_resources() -> str:
     return EVENT_TABLE
 
 
+_drain_runs = itertools.count(1)
+
+
 def drain(*, runs: int = 1, hours_between: float = 2.0) -> dict[str, int]:
-    """Run the drain as its schedule would, `runs` times, each `hours_between` after the last, so
-    every parked event is due again (the real schedule runs every minute and waits out backoffs)."""
+    """Run the drain as its schedule would, `runs` times, each as if `hours_between` after the last
+    (a clock moved forward), so every parked event is due again: the real schedule runs every
+    minute and waits out each event's backoff (at most an hour)."""
     use_handler_path()
     import ingest
 
     os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "gainsight-destination-drain"
     totals: dict[str, int] = {}
-    for run in range(1, runs + 1):
-        offset = run * hours_between * 3600
+    for _ in range(runs):
+        offset = next(_drain_runs) * hours_between * 3600
 
         def later(offset: float = offset) -> float:
             return time.time() + offset

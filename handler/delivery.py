@@ -186,7 +186,7 @@ class Delivery:
         # Company lookups go first: person links wait on them, the rest of the batch does not.
         cached = {name: gsid for name in names if (gsid := self.cache.get(self.scope, name)) is not None}
         lookups = self._start_lookup([name for name in names if name not in cached])
-        linked = {key for key, people in work.people.items() if any(p.links for p in people.values())}
+        linked = [key for key, people in work.people.items() if any(p.links for p in people.values())]
         futures: list[Future[Chain]] = [
             self.executor.submit(self._chain, list(work.people.get(key, {}).values()), {}, work.events.get(key, []))
             for key in dict.fromkeys([*work.people, *work.events])

@@ -73,6 +73,8 @@ class Container:
         dynamodb = boto3.session.Session().client("dynamodb", config=aws)
         self.executor = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="delivery")
         self.cache = CompanyCache(ttl_seconds=config.company_cache_seconds)
+        # Delivered or rejected by the drain, but not yet recorded as such: never delivered again.
+        self.unsettled: dict[str, Settled] = {}
         self.store = EventStore(
             config.event_table,
             dynamodb,
@@ -157,12 +159,11 @@ def accept(
             outcomes[r.index] = Outcome("deferred", 202, f"queued for retry: {stored.reason or WAITING}", "deferred")
         else:
             fresh.append(r)
-    waiting = record.held_behind(fresh, set(seen.blocked))
-    delivered, written = _deliver(
-        [r for r in fresh if r.index not in waiting], config, parts, answer_by - PARKING_RESERVE_SECONDS, calls
+    done = _deliver(fresh, config, parts, answer_by - PARKING_RESERVE_SECONDS, calls, blocked=seen.blocked)
+    outcomes |= done.outcomes
+    return outcomes | _record(
+        fresh, outcomes, waiting=done.waiting, written=done.written, store=parts.store, deadline=answer_by
     )
-    outcomes |= delivered
-    return outcomes | _record(fresh, outcomes, waiting=waiting, written=written, store=parts.store, deadline=answer_by)
 
 
 def intake_rejections(records: Sequence[Record], body_size: int) -> dict[int, Outcome]:
@@ -179,17 +180,10 @@ def intake_rejections(records: Sequence[Record], body_size: int) -> dict[int, Ou
 
 
 def _seen(candidates: Sequence[Record], store: EventStore, deadline: float) -> Seen:
-    """Heads of every entity and the records of every track event in one pass; a second pass for
-    the events that wait (a sender's retry of an event applied or parked already must not be
-    parked again behind newer ones)."""
+    """Heads of every entity and the record of every event, in one pass of consistent reads: a
+    sender's retry of an event applied or parked already must not be applied or parked again."""
     entities = {e for r in candidates for e in r.entities}
-    seen = store.lookup(entities, [r.event_id for r in candidates if r.kind == "track"], deadline)
-    behind = record.held_behind(candidates, set(seen.blocked))
-    more = [r.event_id for r in candidates if r.index in behind and r.kind != "track"]
-    if not more:
-        return seen
-    extra = store.lookup((), more, deadline)
-    return Seen(seen.blocked, {**seen.states, **extra.states})
+    return store.lookup(entities, [r.event_id for r in candidates], deadline)
 
 
 def _record(
@@ -274,6 +268,9 @@ def drain(remaining_seconds: float, clock: Callable[[], float] = time.time) -> D
         return report
     deadline = started + max(0.0, min(config.drain_budget_seconds, remaining_seconds - SAFETY_MARGIN_SECONDS))
     cutoff = record.seq_before(clock() - SETTLE_SECONDS)
+    if parts.unsettled:
+        left = parts.store.settle(list(parts.unsettled.values()), deadline)
+        parts.unsettled = {event_id: item for event_id, item in parts.unsettled.items() if event_id in left}
     blocked: set[str] = set()
     start: Mapping[str, Any] | None = None
     calls = CallLog()
@@ -295,7 +292,8 @@ def drain(remaining_seconds: float, clock: Callable[[], float] = time.time) -> D
             )
         ready: list[Stored] = []
         for stored in current:
-            if blocked.intersection(stored.record.entities) or stored.due > now:
+            unsettled = stored.record.event_id in parts.unsettled
+            if unsettled or blocked.intersection(stored.record.entities) or stored.due > now:
                 blocked.update(stored.record.entities)
                 report.waiting += 1
             else:
@@ -339,7 +337,8 @@ def _drain_page(
     clock: Callable[[], float],
 ) -> dict[int, Outcome]:
     records = [dataclasses.replace(s.record, index=n) for n, s in enumerate(ready)]
-    outcomes, written = _deliver(records, config, parts, deadline - PARKING_RESERVE_SECONDS, calls)
+    done = _deliver(records, config, parts, deadline - PARKING_RESERVE_SECONDS, calls)
+    outcomes, written = done.outcomes, done.written
     settled: list[Settled] = []
     for n, stored in enumerate(ready):
         outcome = outcomes[n]
@@ -376,8 +375,12 @@ def _drain_page(
             logger.warning("retry could not be scheduled", extra={"reason": error.message})
     unsettled = parts.store.settle(settled, deadline) if settled else set()
     if unsettled:
-        # Delivered or rejected, but not recorded: the next pass sees them parked and applies them again.
+        # Delivered or rejected, but not recorded: this container remembers them and records them
+        # on its next run instead of delivering them again (they hold their entities until then).
         logger.error("parked events could not be settled", extra={"events": len(unsettled)})
+        parts.unsettled |= {
+            item.stored.record.event_id: item for item in settled if item.stored.record.event_id in unsettled
+        }
     return outcomes
 
 
@@ -395,20 +398,35 @@ def _backoff(attempts: int, config: Settings) -> float:
 # -- shared -------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    outcomes: dict[int, Outcome]  # every record but those waiting
+    written: set[int]  # group events whose company was written, whatever became of their link
+    waiting: set[int]  # records held behind a parked event of one of their entities
+
+
 def _deliver(
-    records: Sequence[Record], config: Settings, parts: Container, deadline: float, calls: CallLog
-) -> tuple[dict[int, Outcome], set[int]]:
-    """Map and deliver records: an outcome for each, and the group events whose company was written."""
+    records: Sequence[Record],
+    config: Settings,
+    parts: Container,
+    deadline: float,
+    calls: CallLog,
+    *,
+    blocked: Iterable[str] = (),
+) -> Delivered:
+    """Map the records (rejections are final), hold those behind `blocked` entities, deliver the rest."""
     if not records:
-        return {}, set()
+        return Delivered({}, set(), set())
     try:
         destination = parameters_store.destination(config)
     except ConfigurationError as error:
         logger.error("destination misconfigured", extra={"reason": error.message})
-        return dict.fromkeys((r.index for r in records), outcome_of(error)), set()
+        return Delivered(dict.fromkeys((r.index for r in records), outcome_of(error)), set(), set())
     operations, outcomes = _operations(records, destination)
+    waiting = record.held_behind([r for r in records if r.index not in outcomes], set(blocked))
+    operations = [(index, op) for index, op in operations if index not in waiting]
     if not operations:
-        return outcomes, set()
+        return Delivered(outcomes, set(), waiting)
     gainsight = Gainsight(
         destination,
         deadline=deadline,
@@ -419,8 +437,9 @@ def _deliver(
         log=calls,
     )
     delivery = Delivery(gainsight, parts.executor, parts.cache)
-    outcomes |= delivery.run(operations, record.components([r for r in records if r.index not in outcomes]))
-    return outcomes, delivery.companies_written
+    going = {index for index, _ in operations}
+    outcomes |= delivery.run(operations, record.components([r for r in records if r.index in going]))
+    return Delivered(outcomes, delivery.companies_written, waiting)
 
 
 def _operations(

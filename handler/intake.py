@@ -14,6 +14,9 @@ from errors import RequestRejected
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # RudderStack's limit, checked after decompression
 MAX_EVENT_BYTES = 32 * 1024
+# Bounds the work of one request: looking up, delivering and, with Gainsight down, parking this many
+# events, and answering one result each, fits the function's timeout, memory and Lambda's 6 MB answer.
+MAX_EVENTS = 2500
 
 
 def body_bytes(body: str | None, is_base64: bool, content_encoding: str | None) -> bytes:
@@ -98,6 +101,10 @@ def events_of(payload: Any, path_type: str | None) -> list[Any]:
             raise RequestRejected("request body must have a batch array", 400, code="no_batch")
         if not batch:
             raise RequestRejected("batch is empty", 400, code="empty_batch")
+        if len(batch) > MAX_EVENTS:
+            raise RequestRejected(
+                f"batch has {len(batch)} events; at most {MAX_EVENTS} per request", 413, code="too_many_events"
+            )
         return batch
     event = dict(payload)
     event.pop("writeKey", None)

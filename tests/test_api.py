@@ -257,7 +257,7 @@ def test_timeouts_are_retried_then_parked(sandbox: Sandbox, monkeypatch) -> None
     assert reply.body["results"][0]["error"].startswith("queued for retry: Gainsight timed out")
 
 
-def test_when_the_event_store_is_unavailable_nothing_is_sent_and_the_sender_retries(sandbox: Sandbox, monkeypatch) -> None:
+def test_without_the_event_store_nothing_is_sent_and_the_sender_retries(sandbox: Sandbox, monkeypatch) -> None:
     monkeypatch.setenv("EVENT_TABLE", "missing-table")
     reply = post("/v1/batch", {"batch": [track(message_id="t"), identify(message_id="i")]})
     assert reply.status == 503

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import re
@@ -12,9 +13,25 @@ from urllib.parse import urlsplit
 
 from errors import ConfigurationError
 
-_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:\d{1,5})?$")
+_HOST = re.compile(
+    r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)(:\d{1,5})?$"
+)
 # Secrets belong in SecureString parameters, never in the plain String config.
 _SECRET_KEYS = {"accessKey": "ACCESS_KEY_PARAM", "sharedSecret": "SHARED_SECRET_PARAM"}
+# Every key the destination config may hold. A key not listed is refused, not ignored: a typo
+# such as eventNameMaps would otherwise silently drop the mapping. New settings are added here.
+CONFIG_KEYS = frozenset(
+    {
+        "domain",
+        "tenantId",
+        "topicName",
+        "contractId",
+        "eventNameMap",
+        "eventVersionMap",
+        "personMap",
+        "companyMap",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,27 +59,30 @@ def _is_loopback(host: str) -> bool:
 
 
 def base_url(domain: str) -> str:
-    """Turn `domain` (a host or a full base URL) into a base URL without a trailing slash.
+    """Turn `domain` (a host, or https://host[:port]) into a base URL without a trailing slash.
 
     Raises:
-        ConfigurationError: when it is neither, or asks for plain http to a non-loopback host.
+        ConfigurationError: when it is neither, has a path, query or fragment, or asks for plain
+            http to a non-loopback host.
     """
     value = domain.strip()
     if "@" in value:
         raise ConfigurationError("domain must not contain credentials (user:password@)")  # and is not echoed
-    if "://" not in value:
-        if not _HOST.match(value):
-            raise ConfigurationError(f"domain {value!r} is not a host name or an https:// URL")
-        return f"https://{value}"
-    parts = urlsplit(value)
-    host = parts.hostname or ""
-    if parts.username or parts.password:
-        raise ConfigurationError("domain must not contain credentials (user:password@)")  # and is not echoed
-    if parts.scheme not in ("https", "http") or not host or parts.query or parts.fragment:
+    parts = urlsplit(value if "://" in value else f"https://{value}")
+    if parts.scheme not in ("https", "http") or not _HOST.match(parts.netloc):
         raise ConfigurationError(f"domain {value!r} is not a host name or an https:// URL")
+    # Every API path is appended to the domain: a path here would turn every call into a 404.
+    # What follows the host is not echoed, in case it carries a token.
+    after_host = {"a path": bool(parts.path.strip("/")), "a query": "?" in value, "a fragment": "#" in value}
+    extra = [name for name, present in after_host.items() if present]
+    if extra:
+        raise ConfigurationError(
+            f"domain {parts.scheme}://{parts.netloc} must not have {' or '.join(extra)}; give only https://host[:port]"
+        )
+    host = parts.hostname or ""
     if parts.scheme == "http" and not _is_loopback(host):
         raise ConfigurationError(f"domain {value!r} must use https (plain http is only allowed for loopback hosts)")
-    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _optional_text(config: Mapping[str, Any], key: str) -> str | None:
@@ -92,6 +112,14 @@ def _pairs(config: Mapping[str, Any], key: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def _unknown_key(key: str) -> str:
+    # Compared casefolded, so DOMAIN still suggests domain; the secret keys are never suggested.
+    known = {name.casefold(): name for name in CONFIG_KEYS}
+    close = difflib.get_close_matches(key.casefold(), known, n=1)
+    hint = f"did you mean {known[close[0]]}?" if close else "known keys: " + ", ".join(sorted(CONFIG_KEYS))
+    return f"unknown destination config key {key} ({hint})"
+
+
 def parse_destination(raw: str, access_key: str, shared_secret: str | None) -> Destination:
     """Parse the JSON destination config and the secrets into a Destination.
 
@@ -105,10 +133,13 @@ def parse_destination(raw: str, access_key: str, shared_secret: str | None) -> D
     if not isinstance(config, dict):
         raise ConfigurationError("destination config must be a JSON object")
     for key, param in _SECRET_KEYS.items():
-        if config.get(key):
+        if key in config:
             raise ConfigurationError(
                 f"destination config key {key} must not hold a secret; store it in the SecureString named by {param}"
             )
+    for key in config:
+        if key not in CONFIG_KEYS:
+            raise ConfigurationError(_unknown_key(key))
     domain = _optional_text(config, "domain")
     if domain is None:
         raise ConfigurationError("destination config key domain is required")

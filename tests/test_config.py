@@ -26,7 +26,6 @@ REQUIRED_ENV = {
         ("acme.gainsightcloud.com", "https://acme.gainsightcloud.com"),
         ("  acme.eu.gainsightcloud.com ", "https://acme.eu.gainsightcloud.com"),
         ("https://acme.us2.gainsightcloud.com/", "https://acme.us2.gainsightcloud.com"),
-        ("https://cs.acme.example:8443/gainsight", "https://cs.acme.example:8443/gainsight"),
         ("http://127.0.0.1:8900", "http://127.0.0.1:8900"),
         ("http://localhost:8900", "http://localhost:8900"),
         ("http://[::1]:8900", "http://[::1]:8900"),
@@ -74,7 +73,6 @@ def test_rudderstack_config_is_parsed() -> None:
             "eventVersionMap": [{"from": "Ticket Closed", "to": 1.0}],
             "personMap": [{"from": "age", "to": "age__gc"}],
             "companyMap": [],
-            "someOtherRudderStackSetting": True,
         }
     )
     destination = parse_destination(raw, " access ", "shared")

@@ -33,8 +33,10 @@ def write_keys(settings: Settings) -> frozenset[str]:
 
 
 @lru_cache(maxsize=4)
-def _destination(raw: str, access_key: str, shared_secret: str | None) -> Destination:
-    return parse_destination(raw, access_key, shared_secret)
+def _destination(
+    raw: str, access_key: str, shared_secret: str | None, allowed_hosts: frozenset[str], allow_loopback: bool
+) -> Destination:
+    return parse_destination(raw, access_key, shared_secret, allowed_hosts=allowed_hosts, allow_loopback=allow_loopback)
 
 
 def destination(settings: Settings) -> Destination:
@@ -48,4 +50,6 @@ def destination(settings: Settings) -> Destination:
         _get(settings.destination_config_param, secure=False),
         _get(settings.access_key_param, secure=True),
         shared_secret,
+        settings.gainsight_allowed_hosts,
+        settings.allow_loopback_gainsight,
     )

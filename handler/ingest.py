@@ -190,15 +190,13 @@ def process(
     delivered now are parked and `deferred`; from the retry queue they stay `failed`, so SQS
     brings them back."""
     outcomes: dict[int, Outcome] = {}
-    too_large = intake.oversized(events, body_size)
+    refused = intake.refused_events(events, body_size)
     candidates: list[int] = []
     for index, event in enumerate(events):
         if not isinstance(event, dict):
             outcomes[index] = Outcome("rejected", 400, "event must be a JSON object", "invalid_event")
-        elif index in too_large:
-            outcomes[index] = Outcome(
-                "rejected", 413, f"event is larger than {intake.MAX_EVENT_BYTES} bytes", "too_large"
-            )
+        elif index in refused:
+            outcomes[index] = outcome_of(refused[index])
         else:
             candidates.append(index)
     if not candidates:

@@ -214,6 +214,7 @@ LOCAL_ENV = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "POWERTOOLS_SERVICE_NAME": "gainsight-destination",
     "POWERTOOLS_METRICS_NAMESPACE": "GainsightDestination",
+    "ALLOW_LOOPBACK_GAINSIGHT": "true",  # the sandbox listens on 127.0.0.1; never set in the template
     **PARAMS,
 }
 

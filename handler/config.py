@@ -2,19 +2,40 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import re
-from collections.abc import Mapping
+import socket
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from errors import ConfigurationError
 
-_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:\d{1,5})?$")
+_HOST = re.compile(
+    r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)(:\d{1,5})?$"
+)
+# Gainsight's own hosts, regional ones included (acme.eu.gainsightcloud.com): the only ones
+# trusted with the access key unless the stack's environment names another.
+GAINSIGHT_HOST_SUFFIX = ".gainsightcloud.com"
 # Secrets belong in SecureString parameters, never in the plain String config.
 _SECRET_KEYS = {"accessKey": "ACCESS_KEY_PARAM", "sharedSecret": "SHARED_SECRET_PARAM"}
+# Every key the destination config may hold. A key not listed is refused, not ignored: a typo
+# such as eventNameMaps would otherwise silently drop the mapping. New settings are added here.
+CONFIG_KEYS = frozenset(
+    {
+        "domain",
+        "tenantId",
+        "topicName",
+        "contractId",
+        "eventNameMap",
+        "eventVersionMap",
+        "personMap",
+        "companyMap",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,37 +53,93 @@ class Destination:
     company_map: tuple[tuple[str, str], ...] = ()
 
 
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _ip_literal(host: str) -> IpAddress | None:
+    """The address `host` spells, however spelt: 169.254.169.254, 0xa9fea9fe, 2130706433, ::ffff:10.0.0.1."""
+    try:
+        address: IpAddress = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            # inet_aton parses without resolving, and accepts every form getaddrinfo would (127.1, 0x7f.0.0.1).
+            address = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    address = _ip_literal(host)
+    return address is not None and address.is_loopback
 
 
-def base_url(domain: str) -> str:
-    """Turn `domain` (a host or a full base URL) into a base URL without a trailing slash.
+def _refusal(
+    shown: str, host: str, port: int | None, allowed_hosts: Collection[str], allow_loopback: bool
+) -> str | None:
+    """Why the secrets must not be sent to `host`, or None when it may have them."""
+    if _is_loopback(host):
+        if allow_loopback:
+            return None
+        return f"domain {shown} is a loopback host, allowed only for local runs (ALLOW_LOOPBACK_GAINSIGHT=true)"
+    address = _ip_literal(host)
+    if address is not None:
+        # Never an address, even allow-listed: the metadata service and private networks hand out credentials.
+        if address.is_link_local:
+            kind = "a link-local address (such as the cloud metadata service)"
+        elif address.is_private or address.is_reserved or address.is_unspecified or address.is_multicast:
+            kind = "a private or reserved address"
+        else:
+            kind = "an IP address"
+        return f"domain {shown} is {kind}; the access key is only sent to a Gainsight host name"
+    if host.endswith(GAINSIGHT_HOST_SUFFIX):  # _HOST guarantees a label before the suffix
+        return None
+    if (host if port in (None, 443) else f"{host}:{port}") in allowed_hosts:
+        return None
+    return (
+        f"domain {shown} is not a Gainsight host (*{GAINSIGHT_HOST_SUFFIX}); a custom domain must also be named"
+        " in the stack's GAINSIGHT_ALLOWED_HOSTS"
+    )
+
+
+def base_url(domain: str, *, allowed_hosts: Collection[str] = frozenset(), allow_loopback: bool = False) -> str:
+    """Turn `domain` (a host, or https://host[:port]) into a base URL without a trailing slash.
+
+    The access key goes wherever this points, and the destination config is a plain String
+    parameter: only Gainsight's own hosts pass, plus `allowed_hosts` (exact host[:port], from the
+    stack's environment) and loopback when `allow_loopback`. Nothing is resolved.
 
     Raises:
-        ConfigurationError: when it is neither, or asks for plain http to a non-loopback host.
+        ConfigurationError: when it is neither, has a path, query or fragment, names a host that
+            may not have the secrets, or asks for plain http to a non-loopback host.
     """
     value = domain.strip()
     if "@" in value:
         raise ConfigurationError("domain must not contain credentials (user:password@)")  # and is not echoed
-    if "://" not in value:
-        if not _HOST.match(value):
-            raise ConfigurationError(f"domain {value!r} is not a host name or an https:// URL")
-        return f"https://{value}"
-    parts = urlsplit(value)
-    host = parts.hostname or ""
-    if parts.username or parts.password:
-        raise ConfigurationError("domain must not contain credentials (user:password@)")  # and is not echoed
-    if parts.scheme not in ("https", "http") or not host or parts.query or parts.fragment:
+    parts = urlsplit(value if "://" in value else f"https://{value}")
+    if parts.scheme not in ("https", "http") or not _HOST.match(parts.netloc):
         raise ConfigurationError(f"domain {value!r} is not a host name or an https:// URL")
+    shown = f"{parts.scheme}://{parts.netloc}"
+    # Every API path is appended to the domain: a path here would turn every call into a 404.
+    # What follows the host is not echoed, in case it carries a token.
+    after_host = {"a path": bool(parts.path.strip("/")), "a query": "?" in value, "a fragment": "#" in value}
+    extra = [name for name, present in after_host.items() if present]
+    if extra:
+        raise ConfigurationError(f"domain {shown} must not have {' or '.join(extra)}; give only https://host[:port]")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigurationError(f"domain {value!r} has a port out of range") from None
+    host = parts.hostname or ""
+    if (refusal := _refusal(shown, host, port, allowed_hosts, allow_loopback)) is not None:
+        raise ConfigurationError(refusal)
     if parts.scheme == "http" and not _is_loopback(host):
         raise ConfigurationError(f"domain {value!r} must use https (plain http is only allowed for loopback hosts)")
-    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+    return shown
 
 
 def _optional_text(config: Mapping[str, Any], key: str) -> str | None:
@@ -92,8 +169,24 @@ def _pairs(config: Mapping[str, Any], key: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def parse_destination(raw: str, access_key: str, shared_secret: str | None) -> Destination:
-    """Parse the JSON destination config and the secrets into a Destination.
+def _unknown_key(key: str) -> str:
+    # Compared casefolded, so DOMAIN still suggests domain; the secret keys are never suggested.
+    known = {name.casefold(): name for name in CONFIG_KEYS}
+    close = difflib.get_close_matches(key.casefold(), known, n=1)
+    hint = f"did you mean {known[close[0]]}?" if close else "known keys: " + ", ".join(sorted(CONFIG_KEYS))
+    return f"unknown destination config key {key} ({hint})"
+
+
+def parse_destination(
+    raw: str,
+    access_key: str,
+    shared_secret: str | None,
+    *,
+    allowed_hosts: Collection[str] = frozenset(),
+    allow_loopback: bool = False,
+) -> Destination:
+    """Parse the JSON destination config and the secrets into a Destination; `allowed_hosts` and
+    `allow_loopback` are as for base_url.
 
     Raises:
         ConfigurationError: naming the first bad or missing key.
@@ -105,17 +198,20 @@ def parse_destination(raw: str, access_key: str, shared_secret: str | None) -> D
     if not isinstance(config, dict):
         raise ConfigurationError("destination config must be a JSON object")
     for key, param in _SECRET_KEYS.items():
-        if config.get(key):
+        if key in config:
             raise ConfigurationError(
                 f"destination config key {key} must not hold a secret; store it in the SecureString named by {param}"
             )
+    for key in config:
+        if key not in CONFIG_KEYS:
+            raise ConfigurationError(_unknown_key(key))
     domain = _optional_text(config, "domain")
     if domain is None:
         raise ConfigurationError("destination config key domain is required")
     if not access_key.strip():
         raise ConfigurationError("the access key parameter (ACCESS_KEY_PARAM) is empty")
     return Destination(
-        base_url=base_url(domain),
+        base_url=base_url(domain, allowed_hosts=allowed_hosts, allow_loopback=allow_loopback),
         access_key=access_key.strip(),
         shared_secret=(shared_secret or "").strip() or None,
         tenant_id=_optional_text(config, "tenantId"),

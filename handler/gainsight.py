@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import urllib3
-from urllib3.exceptions import HTTPError, MaxRetryError, ResponseError, TimeoutError
+from urllib3.exceptions import (
+    HTTPError,
+    MaxRetryError,
+    NameResolutionError,
+    NewConnectionError,
+    ResponseError,
+    TimeoutError,
+)
 from urllib3.util.retry import Retry
 
 from config import Destination
@@ -322,15 +329,30 @@ class Gainsight:
                 redirect=False,
             )
         except (MaxRetryError, HTTPError) as error:
-            reason = error.reason if isinstance(error, MaxRetryError) else error
-            timed_out = isinstance(reason, TimeoutError)
-            raise GainsightError(
-                f"Gainsight {'timed out' if timed_out else 'could not be reached'} ({type(reason).__name__})",
-                status_code=504 if timed_out else 502,
-                retryable=True,
-                code="timeout" if timed_out else "connection",
-            ) from error
+            raise unreachable(error.reason if isinstance(error, MaxRetryError) else error) from error
         return response
+
+
+def unreachable(reason: BaseException | None) -> GainsightError:
+    """Name why no answer came, so an operator knows where to look: DNS, a refused connection, a timeout."""
+    name = type(reason).__name__
+    # Checked before timeouts: urllib3's NewConnectionError subclasses ConnectTimeoutError.
+    if isinstance(reason, NameResolutionError):
+        return GainsightError(
+            f"Gainsight's host name could not be resolved ({name}); check the domain setting",
+            status_code=502,
+            retryable=True,
+            code="dns",
+        )
+    if isinstance(reason, NewConnectionError) and isinstance(reason.__cause__, ConnectionRefusedError):
+        return GainsightError(
+            f"Gainsight refused the connection ({name})", status_code=502, retryable=True, code="connection_refused"
+        )
+    if isinstance(reason, TimeoutError) and not isinstance(reason, NewConnectionError):
+        return GainsightError(f"Gainsight timed out ({name})", status_code=504, retryable=True, code="timeout")
+    return GainsightError(
+        f"Gainsight could not be reached ({name})", status_code=502, retryable=True, code="connection"
+    )
 
 
 def _means_absent(status: int, reply: Mapping[str, Any]) -> bool:

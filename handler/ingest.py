@@ -167,15 +167,14 @@ def accept(
 
 
 def intake_rejections(records: Sequence[Record], body_size: int) -> dict[int, Outcome]:
-    """Events that are unusable whatever the configuration: not an object, too large."""
-    too_large = intake.oversized([r.event for r in records], body_size)
+    """Events that are unusable whatever the configuration: not an object, too large, too deep."""
+    refused = intake.refused_events([r.event for r in records], body_size)
     outcomes: dict[int, Outcome] = {}
     for r in records:
         if not isinstance(r.event, dict):
             outcomes[r.index] = Outcome("rejected", 400, "event must be a JSON object", "invalid_event")
-        elif r.index in too_large:
-            message = f"event is larger than {intake.MAX_EVENT_BYTES} bytes"
-            outcomes[r.index] = Outcome("rejected", 413, message, "too_large")
+        elif r.index in refused:
+            outcomes[r.index] = outcome_of(refused[r.index])
     return outcomes
 
 

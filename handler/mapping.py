@@ -61,7 +61,7 @@ COMPANY_JSON_FIELDS = frozenset({"BillingAddress", "Summary", "Industry", "Ticke
 COMPANY_NUMBER_FIELDS = frozenset({"Employees", "CustomerlifetimeInMonths", "LifecycleInWeeks", "Users"})
 
 # Rejections of the event itself, whatever the configuration: not worth keeping for a replay.
-INTAKE_REJECTION_CODES = frozenset({"invalid_event", "unsupported_type", "too_large"})
+INTAKE_REJECTION_CODES = frozenset({"invalid_event", "unsupported_type", "too_large", "too_deep"})
 CONTRACT_ID_TYPE = "gainsightEventContractId"
 SUPPORTED_TYPES = ("identify", "group", "track")
 

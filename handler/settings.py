@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -28,6 +29,13 @@ class Settings:
     drain_budget_seconds: float
     max_attempts: int
     max_backoff_seconds: float
+    # Hosts outside *.gainsightcloud.com that may receive the secrets. From the stack's own
+    # environment, never from the destination config that anyone with ssm:PutParameter can edit.
+    gainsight_allowed_hosts: frozenset[str] = frozenset()
+    allow_loopback_gainsight: bool = False  # local runs only: the sandbox listens on 127.0.0.1
+
+
+_ALLOWED_HOST = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d{1,5})?$")
 
 
 def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
@@ -48,6 +56,27 @@ def _required(env: Mapping[str, str], name: str) -> str:
     if not value:
         raise ConfigurationError(f"{name} is not set")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "false", "0", "no"):
+        return False
+    if raw in ("true", "1", "yes"):
+        return True
+    raise ConfigurationError(f"{name} must be true or false, got {raw!r}")
+
+
+def _allowed_hosts(env: Mapping[str, str], name: str) -> frozenset[str]:
+    hosts = set()
+    for entry in env.get(name, "").split(","):
+        host = entry.strip().lower()
+        if not host:
+            continue
+        if not _ALLOWED_HOST.match(host):
+            raise ConfigurationError(f"{name} entry {entry.strip()!r} is not a host name with an optional :port")
+        hosts.add(host.removesuffix(":443"))  # https' own port: the same host as without it
+    return frozenset(hosts)
 
 
 def parse_settings(env: Mapping[str, str]) -> Settings:
@@ -73,6 +102,8 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         drain_budget_seconds=_number(env, "DRAIN_BUDGET_SECONDS", 50.0, minimum=5),
         max_attempts=int(_number(env, "MAX_ATTEMPTS", 20, minimum=1)),
         max_backoff_seconds=_number(env, "MAX_BACKOFF_SECONDS", 3600.0, minimum=60),
+        gainsight_allowed_hosts=_allowed_hosts(env, "GAINSIGHT_ALLOWED_HOSTS"),
+        allow_loopback_gainsight=_flag(env, "ALLOW_LOOPBACK_GAINSIGHT"),
     )
 
 

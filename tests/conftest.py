@@ -4,9 +4,12 @@ every test starts from an empty sandbox, freshly seeded parameters and cleared c
 from __future__ import annotations
 
 import io
+import ipaddress
 import logging
 import os
+import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -16,6 +19,8 @@ from devtools.local import EVENT_TABLE, LOCAL_ENV, LocalAws, moto_aws, seed_para
 # Powertools reads these when the handler modules are imported, before any fixture runs.
 for _name in ("POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"):
     os.environ.setdefault(_name, LOCAL_ENV[_name])
+# The Gainsight sandbox listens on 127.0.0.1, which only local runs may send the secrets to.
+os.environ.setdefault("ALLOW_LOOPBACK_GAINSIGHT", LOCAL_ENV.get("ALLOW_LOOPBACK_GAINSIGHT", "true"))
 use_handler_path()
 
 import ingest  # noqa: E402
@@ -80,3 +85,54 @@ def log_output() -> Iterator[io.StringIO]:
     logger._logger.addHandler(handler)
     yield stream
     logger._logger.removeHandler(handler)
+
+
+def _is_loopback(host: Any) -> bool:
+    if host is None:  # getaddrinfo(None, port): a server binding, not a destination
+        return True
+    name = (host.decode() if isinstance(host, bytes) else str(host)).strip("[]").partition("%")[0]
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture
+def outside_connections(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every attempt to resolve or connect to anything but loopback, refused and recorded as
+    (what, host). moto and the Gainsight sandbox are on 127.0.0.1, so they still work."""
+    attempts: list[tuple[str, str]] = []
+    real_getaddrinfo, real_create_connection = socket.getaddrinfo, socket.create_connection
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def refuse(what: str, host: Any) -> None:
+        attempts.append((what, str(host)))
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _is_loopback(host):
+            refuse("getaddrinfo", host)
+            raise socket.gaierror(socket.EAI_NONAME, f"tests resolve no outside name ({host})")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def create_connection(address: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _is_loopback(address[0]):
+            refuse("create_connection", address[0])
+            raise ConnectionRefusedError(f"tests connect to no outside host ({address[0]})")
+        return real_create_connection(address, *args, **kwargs)
+
+    def guarded(real: Any, what: str) -> Any:
+        def connect(self: socket.socket, address: Any) -> Any:
+            if isinstance(address, tuple) and not _is_loopback(address[0]):
+                refuse(what, address[0])
+                raise ConnectionRefusedError(f"tests connect to no outside host ({address[0]})")
+            return real(self, address)
+
+        return connect
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket, "create_connection", create_connection)
+    monkeypatch.setattr(socket.socket, "connect", guarded(real_connect, "connect"))
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded(real_connect_ex, "connect_ex"))
+    return attempts

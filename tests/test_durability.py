@@ -357,6 +357,35 @@ def _send(batch: list[dict[str, Any]], rng: random.Random, died: list[str]) -> R
     raise AssertionError("the sender never got its batch accepted")
 
 
+def _judge(
+    sandbox: Sandbox, valid: list[dict[str, Any]], published_by_dead: set[int]
+) -> tuple[list[str], list[int], list[str]]:
+    """Lost tracks, tracks published twice without a lost answer to explain it, and people or
+    companies whose state differs from applying every valid event once, in the order sent."""
+    state = sandbox.state.snapshot()
+    published = Counter(e["body"]["marker"] for e in state["events"])
+    lost_answers = {c.body["marker"] for c in sandbox.state.lost_answers if c.operation == "event_publish"}
+    tracks = [e for e in valid if e["type"] == "track"]
+    lost = [e["messageId"] for e in tracks if published[e["properties"]["marker"]] == 0]
+    duplicated = [m for m, count in published.items() if count > 1 and m not in lost_answers | published_by_dead]
+    people = {p["Email"]: p for p in state["people"]}
+    companies = {c["Name"]: c for c in state["companies"]}
+    stale: list[str] = []
+    for email in {e["traits"]["email"] for e in valid if e["type"] == "identify"}:
+        last = [e for e in valid if e["type"] == "identify" and e["traits"]["email"] == email][-1]
+        if people.get(email, {}).get("Timezone") != last["traits"]["timezone"]:
+            stale.append(email)
+    for name in {e["traits"]["name"] for e in valid if e["type"] == "group"}:
+        groups = [e for e in valid if e["type"] == "group" and e["traits"]["name"] == name]
+        if companies.get(name, {}).get("Employees") != groups[-1]["traits"]["employees"]:
+            stale.append(name)
+        for e in groups:
+            linked = people.get(e["context"]["traits"]["email"], {}).get("companies", [])
+            if companies.get(name, {}).get("Gsid") not in linked:
+                stale.append(f"{name} link of {e['context']['traits']['email']}")
+    return lost, duplicated, stale
+
+
 @pytest.mark.parametrize("seed", [11, 23, 37])
 def test_fault_run_loses_duplicates_and_reorders_nothing(sandbox: Sandbox, monkeypatch, seed: int) -> None:
     # Given Gainsight answering a quarter of all calls with 5xx, 429s, timeouts or dropped
@@ -408,34 +437,17 @@ def test_fault_run_loses_duplicates_and_reorders_nothing(sandbox: Sandbox, monke
         if not stored():
             break
 
-    # Then every valid event is in Gainsight, each track once (besides lost answers) ...
+    # Then every valid event is in Gainsight, each track once (besides lost answers), and every
+    # person and company is as if every accepted event had been applied once, in order
     events = [e for batch in batches for e in batch]
-    valid = [e for e in events if not e["messageId"].startswith("x")]
+    lost, duplicated, stale = _judge(
+        sandbox, [e for e in events if not e["messageId"].startswith("x")], published_by_dead
+    )
     state = sandbox.state.snapshot()
-    published = Counter(e["body"]["marker"] for e in state["events"])
-    lost_answers = {c.body["marker"] for c in sandbox.state.lost_answers if c.operation == "event_publish"}
-    tracks = [e for e in valid if e["type"] == "track"]
-    lost = [e["messageId"] for e in tracks if published[e["properties"]["marker"]] == 0]
-    duplicated = [m for m, count in published.items() if count > 1 and m not in lost_answers | published_by_dead]
-    # ... and every person and company is as if every accepted event had been applied once, in order
-    people = {p["Email"]: p for p in state["people"]}
-    companies = {c["Name"]: c for c in state["companies"]}
-    stale: list[str] = []
-    for email in {e["traits"]["email"] for e in valid if e["type"] == "identify"}:
-        last = [e for e in valid if e["type"] == "identify" and e["traits"]["email"] == email][-1]
-        if people.get(email, {}).get("Timezone") != last["traits"]["timezone"]:
-            stale.append(email)
-    for name in {e["traits"]["name"] for e in valid if e["type"] == "group"}:
-        groups = [e for e in valid if e["type"] == "group" and e["traits"]["name"] == name]
-        if companies.get(name, {}).get("Employees") != groups[-1]["traits"]["employees"]:
-            stale.append(name)
-        for e in groups:
-            linked = people.get(e["context"]["traits"]["email"], {}).get("companies", [])
-            if companies.get(name, {}).get("Gsid") not in linked:
-                stale.append(f"{name} link of {e['context']['traits']['email']}")
+    lost_answers = len(sandbox.state.lost_answers)
     print(
         f"\nfault run (seed {seed}): {len(events)} events, last answers {dict(outcomes)}; function died "
-        f"{len(died)} times; AWS faults {len(aws.log)}; lost answers from Gainsight {len(lost_answers)}; "
+        f"{len(died)} times; AWS faults {len(aws.log)}; lost answers from Gainsight {lost_answers}; "
         f"lost {len(lost)}, duplicated {len(duplicated)}, stale {len(stale)}, still parked {len(stored())}; "
         f"Gainsight calls {state['calls']['total']}"
     )

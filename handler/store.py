@@ -7,6 +7,8 @@ Items, all in one table (pk, sk):
   Parked and rejected records carry `queue` = state, so the `queue` index lists them oldest first.
 - `entity#<digest(entity)>` / `head`: how many parked events name this entity. A request reads the
   heads of its events' entities (one BatchGetItem per 100) to know which must wait.
+- `parked#<n>` / `count`: PARKED_SHARDS counters whose sum is the number of parked events; while
+  it is 0 (the usual case) a request does not need the heads at all.
 
 A parked record and its entities' heads are written by one transaction, and removed (the record
 turned into a `done` or `rejected` record) by one transaction: they cannot drift apart. Nothing else
@@ -33,6 +35,9 @@ MAX_TRANSACTION_ACTIONS = 100
 BATCH_GET = 100
 BATCH_WRITE = 25
 HEAD_TTL_SECONDS = 30 * 24 * 3600  # a head untouched this long has no parked event left in practice
+# How many events are parked in all, as a few counters (a transaction picks one, so concurrent
+# transactions rarely touch the same item). While it is 0, a request skips reading entity heads.
+PARKED_SHARDS = 8
 RETRYABLE_CODES = frozenset(
     {
         "ProvisionedThroughputExceededException",
@@ -122,24 +127,23 @@ class EventStore:
         Raises:
             StoreError: when the table cannot be read before the deadline.
         """
-        keys: dict[str, tuple[str, str]] = {}
-        for entity in set(entities):
-            keys[_pk_entity(entity)] = ("head", entity)
-        for event_id in set(event_ids):
-            keys[_pk_event(event_id)] = ("event", event_id)
-        items = self._get(
-            [{"pk": {"S": pk}, "sk": {"S": "head" if kind == "head" else "event"}} for pk, (kind, _) in keys.items()],
-            deadline,
+        heads = {_pk_entity(e): e for e in set(entities)}
+        records = {_pk_event(i): i for i in set(event_ids)}
+        gate = len(heads) > PARKED_SHARDS  # reading the counters costs less than reading the heads
+        keys = [_key(pk, "event") for pk in records] + (
+            [_key(f"parked#{n}", "count") for n in range(PARKED_SHARDS)] if gate else [_key(pk, "head") for pk in heads]
         )
+        items = self._get(keys, deadline)
+        if gate and sum(int(i.get("parked", {}).get("N", "0")) for i in items if i["sk"]["S"] == "count") > 0:
+            items += self._get([_key(pk, "head") for pk in heads], deadline)
         blocked: set[str] = set()
         states: dict[str, Stored] = {}
         for item in items:
-            kind, name = keys[item["pk"]["S"]]
-            if kind == "head":
-                if int(item.get("parked", {}).get("N", "0")) > 0:
-                    blocked.add(name)
-            else:
-                states[name] = _stored(item, name)
+            pk, sk = item["pk"]["S"], item["sk"]["S"]
+            if sk == "head" and int(item.get("parked", {}).get("N", "0")) > 0:
+                blocked.add(heads[pk])
+            elif sk == "event":
+                states[records[pk]] = _stored(item, records[pk])
         return Seen(frozenset(blocked), states)
 
     def park(self, parked: Sequence[tuple[Record, str | None, str | None]], deadline: float) -> dict[str, StoreError]:
@@ -150,7 +154,7 @@ class EventStore:
             (r, [self._park_action(r, reason, code)], dict.fromkeys(r.entities, 1)) for r, reason, code in parked
         ]
         failures: dict[str, StoreError] = {}
-        for result in self._map(lambda chunk: self._commit(chunk, deadline), _chunks(changes)):
+        for result in self._map(lambda chunk: self._commit(chunk, deadline, +1), _chunks(changes)):
             failures |= result
         return failures
 
@@ -207,7 +211,7 @@ class EventStore:
             for item in settled
         ]
         failed: set[str] = set()
-        for result in self._map(lambda chunk: self._commit(chunk, deadline), _chunks(changes)):
+        for result in self._map(lambda chunk: self._commit(chunk, deadline, -1), _chunks(changes)):
             failed |= set(result)
         return failed
 
@@ -279,7 +283,7 @@ class EventStore:
             }
             changes.append((record, [update], dict.fromkeys(record.entities, 1)))
         failed: set[str] = set()
-        for result in self._map(lambda chunk: self._commit(chunk, deadline), _chunks(changes)):
+        for result in self._map(lambda chunk: self._commit(chunk, deadline, +1), _chunks(changes)):
             failed |= set(result)
         return failed
 
@@ -349,6 +353,19 @@ class EventStore:
             }
         }
 
+    def _count_action(self, change: int) -> list[dict[str, Any]]:
+        shard = random.randrange(PARKED_SHARDS)
+        return [
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": _key(f"parked#{shard}", "count"),
+                    "UpdateExpression": "ADD parked :change",
+                    "ExpressionAttributeValues": {":change": {"N": str(change)}},
+                }
+            }
+        ]
+
     def _head_actions(self, changes: Mapping[str, int]) -> list[dict[str, Any]]:
         """One update per entity (a transaction may touch an item once): its count moves by the sum."""
         expires = int(self.clock()) + HEAD_TTL_SECONDS
@@ -367,10 +384,11 @@ class EventStore:
 
     # -- calls -----------------------------------------------------------------------------
 
-    def _commit(self, chunk: list[Change], deadline: float) -> dict[str, StoreError]:
+    def _commit(self, chunk: list[Change], deadline: float, parked: int) -> dict[str, StoreError]:
         """One transaction for the chunk: each record's own items, then its entities' heads moved by
         the sum of the changes. A record whose own item fails its condition (already parked, or
-        already settled) is dropped and the rest committed; conflicts and throttling are retried."""
+        already settled) is dropped and the rest committed; conflicts and throttling are retried.
+        `parked`: how each record moves the number of parked events (+1, -1)."""
         pending = list(chunk)
         token = str(uuid.uuid4())  # the same token for a retry of the same items: DynamoDB applies it once
         attempt = 0
@@ -380,9 +398,10 @@ class EventStore:
                 for entity, change in changes.items():
                     heads[entity] = heads.get(entity, 0) + change
             own = [action for _, actions, _ in pending for action in actions]
+            counter = self._count_action(parked * len(pending)) if parked else []
             try:
                 self.dynamodb.transact_write_items(
-                    TransactItems=own + self._head_actions(heads), ClientRequestToken=token
+                    TransactItems=own + self._head_actions(heads) + counter, ClientRequestToken=token
                 )
                 return {}
             except Exception as error:
@@ -483,6 +502,10 @@ class EventStore:
         return list(self.executor.map(function, chunks))
 
 
+def _key(pk: str, sk: str) -> dict[str, Any]:
+    return {"pk": {"S": pk}, "sk": {"S": sk}}
+
+
 def _pk_event(event_id: str) -> str:
     return "event#" + digest(event_id)
 
@@ -533,7 +556,7 @@ def _chunks(changes: list[Change]) -> list[list[Change]]:
     entities: set[str] = set()
     for change in changes:
         _, actions, heads = change
-        if chunks[-1] and own + len(actions) + len(entities | set(heads)) > MAX_TRANSACTION_ACTIONS:
+        if chunks[-1] and own + len(actions) + len(entities | set(heads)) + 1 > MAX_TRANSACTION_ACTIONS:
             chunks.append([])
             own, entities = 0, set()
         chunks[-1].append(change)

@@ -458,3 +458,23 @@ def test_fault_run_loses_duplicates_and_reorders_nothing(sandbox: Sandbox, monke
     assert set(rejected) == {e["messageId"] for e in events if e["messageId"].startswith("x")}
     assert all(rejected.values())
     assert outcomes["deferred"] > 0 and died and aws.log  # the faults really did strike
+
+
+def test_a_batch_of_many_people_still_sees_the_one_who_waits(sandbox: Sandbox) -> None:
+    # Given Ada's identify parked (the store's parked-events counters are no longer 0)
+    sandbox.fail(Fault(status=503, operation="person_upsert", times=4))
+    assert post("/v1/identify", identify(message_id="old", firstName="Old")).outcomes == ["deferred"]
+    # When a batch names more people than there are counters (so the counters are read, not each head)
+    others = [identify(email=f"p{n}@example.com", message_id=f"p{n}") | {"userId": f"p{n}"} for n in range(12)]
+    reply = post("/v1/batch", {"batch": [*others, identify(message_id="new", firstName="New")]})
+    # Then Ada's newer identify still waits behind the old one, and everyone else is delivered
+    assert reply.outcomes == ["delivered"] * 12 + ["deferred"]
+    drain()
+    assert person(sandbox)["FirstName"] == "New"
+    # and once nothing is parked, the counters are back to 0
+    import boto3
+
+    from devtools.local import EVENT_TABLE
+
+    items = boto3.client("dynamodb").scan(TableName=EVENT_TABLE)["Items"]
+    assert sum(int(i["parked"]["N"]) for i in items if i["sk"]["S"] == "count") == 0

@@ -75,8 +75,8 @@ def stored(state: str = "parked") -> list[Any]:
 
 class FakeClock:
     """Monotonic time that passes only when the code waits, and by `tick` per reading, so tests of
-    time take microseconds on any machine. Threads that wait at once wait together: a sleep moves
-    the clock to where that thread wakes, not by its length on top of the others' sleeps."""
+    time take microseconds on any machine. A sleep moves the clock to where its thread wakes (its
+    last reading plus the sleep): threads that read the clock together and then wait, wait together."""
 
     def __init__(self, tick: float = 0.001) -> None:
         self.now = time.monotonic()  # near the real clock, should anything compare the two

@@ -4,7 +4,6 @@ derive every event's outcome from the calls it needed."""
 from __future__ import annotations
 
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor, Future
@@ -12,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from errors import DestinationError, GainsightError
-from gainsight import MAX_WRITE_RECORDS, Gainsight
+from gainsight import MAX_WRITE_RECORDS, REAL_CLOCK, Clock, Gainsight
 from mapping import CompanyUpsert, EventPublish, Operation, PersonUpsert, email_key
 
 QUERY_CHUNK = 100  # names per IN query: keeps the request body small and the answer under 5,000 rows
@@ -124,8 +123,9 @@ def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
 class CompanyCache:
     """A bounded, short-lived Name -> Gsid map so repeated companies skip the lookup."""
 
-    def __init__(self, ttl_seconds: float, max_entries: int = 10_000) -> None:
+    def __init__(self, ttl_seconds: float, max_entries: int = 10_000, clock: Clock = REAL_CLOCK) -> None:
         self.ttl = ttl_seconds
+        self.clock = clock
         self.max_entries = max_entries
         self._entries: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
         self._lock = threading.Lock()
@@ -133,7 +133,7 @@ class CompanyCache:
     def get(self, scope: str, name: str) -> str | None:
         with self._lock:
             entry = self._entries.get((scope, name))
-            if entry is None or entry[1] < time.monotonic():
+            if entry is None or entry[1] < self.clock.monotonic():
                 return None
             self._entries.move_to_end((scope, name))
             return entry[0]
@@ -142,7 +142,7 @@ class CompanyCache:
         if self.ttl <= 0:
             return
         with self._lock:
-            self._entries[(scope, name)] = (gsid, time.monotonic() + self.ttl)
+            self._entries[(scope, name)] = (gsid, self.clock.monotonic() + self.ttl)
             self._entries.move_to_end((scope, name))
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)

@@ -6,7 +6,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,34 +45,50 @@ def pool(maxsize: int) -> urllib3.PoolManager:
         return _pool
 
 
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """Monotonic seconds and a way to wait: what deadlines, backoffs and expiries run on.
+    Time is a parameter, so tests hand in a fake one and time passes in microseconds."""
+
+    monotonic: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+
+REAL_CLOCK = Clock()
+
+
 class Throttle:
     """A backoff shared by every call of a request: one 429 slows them all down together."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = REAL_CLOCK) -> None:
         self._lock = threading.Lock()
         self._until = 0.0
+        self.clock = clock
 
     def hold(self, seconds: float) -> None:
         with self._lock:
-            self._until = max(self._until, time.monotonic() + seconds)
+            self._until = max(self._until, self.clock.monotonic() + seconds)
 
     def remaining(self) -> float:
-        return max(0.0, self._until - time.monotonic())
+        return max(0.0, self._until - self.clock.monotonic())
 
 
 class DeadlineTimeout(urllib3.Timeout):
     """Timeouts that shrink to the time left: urllib3 clones the Timeout for every attempt,
     retries included, so no attempt can outlive the deadline."""
 
-    def __init__(self, *, connect: float, read: float, deadline: float) -> None:
+    def __init__(self, *, connect: float, read: float, deadline: float, clock: Clock = REAL_CLOCK) -> None:
         super().__init__(connect=connect, read=read)
         self.limits = (connect, read)
         self.deadline = deadline
+        self.clock = clock
 
     def clone(self) -> DeadlineTimeout:
-        left = max(0.001, self.deadline - time.monotonic())
+        left = max(0.001, self.deadline - self.clock.monotonic())
         connect, read = self.limits
-        clone = DeadlineTimeout(connect=min(connect, left), read=min(read, left), deadline=self.deadline)
+        clone = DeadlineTimeout(
+            connect=min(connect, left), read=min(read, left), deadline=self.deadline, clock=self.clock
+        )
         clone.total = left  # the read timeout applies per socket read: cap the whole attempt too
         return clone
 
@@ -86,17 +102,20 @@ class DeadlineRetry(Retry):
         deadline: float = float("inf"),
         throttle: Throttle | None = None,
         least: float = 0.0,
+        clock: Clock = REAL_CLOCK,
         **kw: Any,
     ):
         super().__init__(*args, **kw)
         self.deadline = deadline
-        self.throttle = throttle or Throttle()
+        self.clock = clock
+        self.throttle = throttle or Throttle(clock)
         self.least = least  # the time an attempt must have left to be worth starting
 
     def new(self, **kw: Any) -> DeadlineRetry:
         kw.setdefault("deadline", self.deadline)
         kw.setdefault("throttle", self.throttle)
         kw.setdefault("least", self.least)
+        kw.setdefault("clock", self.clock)
         return super().new(**kw)
 
     def get_backoff_time(self) -> float:
@@ -113,7 +132,7 @@ class DeadlineRetry(Retry):
 
     def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
         retry = super().increment(method, url, response, error, _pool, _stacktrace)
-        if time.monotonic() + retry._delay(response) + self.least > self.deadline:
+        if self.clock.monotonic() + retry._delay(response) + self.least > self.deadline:
             reason = error or ResponseError(f"retry would pass the deadline (HTTP {getattr(response, 'status', '-')})")
             raise MaxRetryError(_pool, url or "", reason) from reason
         return retry
@@ -122,7 +141,7 @@ class DeadlineRetry(Retry):
         delay = self._delay(response)
         if response is not None and response.status == 429:
             self.throttle.hold(delay)
-        time.sleep(delay)
+        self.clock.sleep(delay)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +214,7 @@ class Gainsight:
         read_timeout: float = 5.0,
         backoff_factor: float = 0.25,
         log: CallLog | None = None,
+        clock: Clock = REAL_CLOCK,
     ) -> None:
         self.destination = destination
         self.deadline = deadline
@@ -203,7 +223,8 @@ class Gainsight:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.backoff_factor = backoff_factor
-        self.throttle = Throttle()
+        self.clock = clock
+        self.throttle = Throttle(clock)
         self.log = log if log is not None else CallLog()
 
     # -- the operations ---------------------------------------------------
@@ -260,7 +281,7 @@ class Gainsight:
         headers: Mapping[str, str] | None = None,
         absent_ok: bool = False,
     ) -> Mapping[str, Any]:
-        started = time.monotonic()
+        started = self.clock.monotonic()
         throttled, auth_rejected = 0, False
         try:
             response = self._send(operation, method, path, body, headers)
@@ -274,9 +295,9 @@ class Gainsight:
                 raise refusal
         except GainsightError as error:
             outcome = "failed" if error.retryable else "rejected"
-            self.log.add(Call(operation, outcome, (time.monotonic() - started) * 1000, throttled, auth_rejected))
+            self.log.add(Call(operation, outcome, (self.clock.monotonic() - started) * 1000, throttled, auth_rejected))
             raise
-        self.log.add(Call(operation, "ok", (time.monotonic() - started) * 1000, throttled))
+        self.log.add(Call(operation, "ok", (self.clock.monotonic() - started) * 1000, throttled))
         return reply
 
     def _send(
@@ -286,7 +307,7 @@ class Gainsight:
         # (a track event could then be published twice): only start one that has time to finish.
         least = min(self.read_timeout, MIN_ATTEMPT_SECONDS)
         wait = self.throttle.remaining()
-        if time.monotonic() + wait + least > self.deadline:
+        if self.clock.monotonic() + wait + least > self.deadline:
             raise GainsightError(
                 "time budget ran out before this call could be made",
                 status_code=504,
@@ -294,7 +315,7 @@ class Gainsight:
                 code="budget_exhausted",
             )
         if wait:
-            time.sleep(wait)
+            self.clock.sleep(wait)
         retries = DeadlineRetry(
             total=self.max_retries,
             # An insert whose answer was lost may have created the company: never resend it blind;
@@ -313,6 +334,7 @@ class Gainsight:
             deadline=self.deadline,
             throttle=self.throttle,
             least=least,
+            clock=self.clock,
         )
         request_headers = {"Content-Type": "application/json", **(headers or {})}
         if "Accesskey" not in request_headers and operation != "event_publish":
@@ -324,7 +346,9 @@ class Gainsight:
                 # ASCII-escaped: a lone surrogate from a sender's JSON cannot be encoded as UTF-8.
                 body=json.dumps(body, separators=(",", ":")).encode(),
                 headers=request_headers,
-                timeout=DeadlineTimeout(connect=self.connect_timeout, read=self.read_timeout, deadline=self.deadline),
+                timeout=DeadlineTimeout(
+                    connect=self.connect_timeout, read=self.read_timeout, deadline=self.deadline, clock=self.clock
+                ),
                 retries=retries,
                 redirect=False,
             )

@@ -24,7 +24,7 @@ import record
 from config import Destination
 from delivery import CompanyCache, Delivery, Outcome, outcome_of
 from errors import ConfigurationError, DestinationError, RequestRejected
-from gainsight import CallLog, Gainsight, pool
+from gainsight import REAL_CLOCK, CallLog, Clock, Gainsight, pool
 from observability import logger, metrics
 from record import Record
 from settings import Settings, settings
@@ -38,6 +38,9 @@ DRAIN_PAGE = 100
 WAITING = "an earlier event of this person or company is waiting"
 # Rejections worth keeping for a replay: the configuration may be fixed, Gainsight's refusal understood.
 KEPT_REJECTIONS = frozenset({"no_event_name_mapping", "no_event_version_mapping"})
+# What budgets, backoffs and the company cache run on (the wall clock is `handle`'s and `drain`'s
+# `clock`). Time is a parameter: tests swap in a fake clock before the container is created.
+monotonic_clock: Clock = REAL_CLOCK
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +75,7 @@ class Container:
         )
         dynamodb = boto3.session.Session().client("dynamodb", config=aws)
         self.executor = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="delivery")
-        self.cache = CompanyCache(ttl_seconds=config.company_cache_seconds)
+        self.cache = CompanyCache(ttl_seconds=config.company_cache_seconds, clock=monotonic_clock)
         # Delivered or rejected by the drain, but not yet recorded as such: never delivered again.
         self.unsettled: dict[str, Settled] = {}
         self.store = EventStore(
@@ -81,6 +84,8 @@ class Container:
             self.executor,
             done_ttl_seconds=config.dedup_window_seconds,
             rejected_ttl_seconds=config.rejected_retention_days * 86400,
+            monotonic=monotonic_clock.monotonic,
+            sleep=monotonic_clock.sleep,
         )
 
 
@@ -99,7 +104,7 @@ def container(config: Settings) -> Container:
 
 def handle(request: Request, clock: Callable[[], float] = time.time) -> Answer:
     """Answer one sender request; never raises for anything the sender, Gainsight or AWS does."""
-    started = time.monotonic()
+    started = monotonic_clock.monotonic()
     arrival_ns = int(clock() * 1e9)
     try:
         config = settings()
@@ -131,7 +136,7 @@ def handle(request: Request, clock: Callable[[], float] = time.time) -> Answer:
     outcomes = accept(records, config, parts, answer_by, calls, body_size=len(data))
     status = 503 if any(o.outcome == "failed" for o in outcomes.values()) else 200
     results = [_result(r, outcomes[r.index]) for r in records]
-    _observe("request processed", records, outcomes, calls, time.monotonic() - started, status=status)
+    _observe("request processed", records, outcomes, calls, monotonic_clock.monotonic() - started, status=status)
     return Answer(status, {"results": results})
 
 
@@ -257,7 +262,7 @@ class DrainReport:
 def drain(remaining_seconds: float, clock: Callable[[], float] = time.time) -> DrainReport:
     """Deliver parked events oldest first, each entity's in order, merging each person's and each
     company's events across the requests that parked them; until none is due or time is up."""
-    started = time.monotonic()
+    started = monotonic_clock.monotonic()
     report = DrainReport()
     try:
         config = settings()
@@ -275,7 +280,7 @@ def drain(remaining_seconds: float, clock: Callable[[], float] = time.time) -> D
     calls = CallLog()
     seen: list[Record] = []
     outcomes: dict[int, Outcome] = {}
-    while time.monotonic() < deadline - PARKING_RESERVE_SECONDS:
+    while monotonic_clock.monotonic() < deadline - PARKING_RESERVE_SECONDS:
         try:
             page, start = parts.store.parked_page(cutoff, start, DRAIN_PAGE)
             current = parts.store.still_parked(page, deadline) if page else []
@@ -316,7 +321,14 @@ def drain(remaining_seconds: float, clock: Callable[[], float] = time.time) -> D
     metrics.add_metric(name="ParkedEvents", unit=MetricUnit.Count, value=report.parked)
     metrics.add_metric(name="EventsGaveUp", unit=MetricUnit.Count, value=report.gave_up)
     if seen:
-        _observe("drain processed", seen, outcomes, calls, time.monotonic() - started, **dataclasses.asdict(report))
+        _observe(
+            "drain processed",
+            seen,
+            outcomes,
+            calls,
+            monotonic_clock.monotonic() - started,
+            **dataclasses.asdict(report),
+        )
     return report
 
 
@@ -434,6 +446,7 @@ def _deliver(
         connect_timeout=config.connect_timeout,
         read_timeout=config.read_timeout,
         log=calls,
+        clock=monotonic_clock,
     )
     delivery = Delivery(gainsight, parts.executor, parts.cache)
     going = {index for index, _ in operations}

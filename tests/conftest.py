@@ -27,6 +27,7 @@ import ingest  # noqa: E402
 import parameters_store  # noqa: E402
 from observability import metrics  # noqa: E402
 from settings import settings  # noqa: E402
+from tests.helpers import FakeClock  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +73,16 @@ def sandbox(sandbox_server: Sandbox, aws: LocalAws) -> Iterator[Sandbox]:
     clear_caches()
     yield sandbox_server
     clear_caches()
+
+
+@pytest.fixture
+def fake_clock(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """Request budgets, Gainsight's backoff, the store's and the company cache on a clock that
+    moves only when the code waits: no test waits for real, none depends on the machine's speed."""
+    fake = FakeClock()
+    assert ingest._container is None  # cleared by `sandbox`: the next container is built on this clock
+    monkeypatch.setattr(ingest, "monotonic_clock", fake.clock)
+    return fake
 
 
 @pytest.fixture

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from devtools.local import api_event, invoke
+from gainsight import Clock
 
 
 @dataclass
@@ -68,3 +71,34 @@ def stored(state: str = "parked") -> list[Any]:
         records += page
         if start is None:
             return records
+
+
+class FakeClock:
+    """Monotonic time that passes only when the code waits, and by `tick` per reading, so tests of
+    time take microseconds on any machine. A sleep moves the clock to where its thread wakes (its
+    last reading plus the sleep): threads that read the clock together and then wait, wait together."""
+
+    def __init__(self, tick: float = 0.001) -> None:
+        self.now = time.monotonic()  # near the real clock, should anything compare the two
+        self.tick = tick
+        self.slept: list[float] = []
+        self._lock = threading.Lock()
+        self._seen = threading.local()  # what this thread last read: where its sleep starts
+        self.clock = Clock(monotonic=self.monotonic, sleep=self.sleep)
+
+    def monotonic(self) -> float:
+        with self._lock:
+            self.now += self.tick
+            self._seen.at = self.now
+            return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.slept.append(seconds)
+            woke = getattr(self._seen, "at", self.now) + seconds
+            self.now = max(self.now, woke)
+            self._seen.at = woke
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.now += seconds

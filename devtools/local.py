@@ -226,15 +226,16 @@ class LocalAws:
 
 
 @contextmanager
-def moto_aws() -> Iterator[LocalAws]:
-    """A moto server on loopback for SSM and DynamoDB; AWS_ENDPOINT_URL points boto3 at it."""
+def moto_aws(*, host: str = "127.0.0.1", port: int = 0) -> Iterator[LocalAws]:
+    """A moto server for SSM and DynamoDB, on loopback unless told otherwise (make local-stack);
+    AWS_ENDPOINT_URL points this process's boto3 at it."""
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    _, port = server.get_host_and_port()
+    endpoint = f"http://127.0.0.1:{port}"
     names = [*LOCAL_ENV, "AWS_ENDPOINT_URL", "EVENT_TABLE", "AWS_LAMBDA_FUNCTION_NAME"]
     previous = {key: os.environ.get(key) for key in names}
     os.environ.update(LOCAL_ENV)

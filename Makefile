@@ -30,7 +30,7 @@ run: $(STAMP)
 	VERBOSE=$(VERBOSE) $(PY) -m devtools.run
 
 serve: $(STAMP)
-	$(PY) -m devtools.serve
+	VERBOSE=$(VERBOSE) $(PY) -m devtools.serve
 
 # moto and the Gainsight sandbox on 0.0.0.0 (fixed ports) for `sam local invoke --env-vars local/env.json`.
 local-stack: $(STAMP)

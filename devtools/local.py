@@ -11,6 +11,7 @@ import os
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -249,3 +250,16 @@ def moto_aws(*, host: str = "127.0.0.1", port: int = 0) -> Iterator[LocalAws]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def quiet_powertools() -> None:
+    """No JSON logs or EMF metrics: they are what CloudWatch gets, and VERBOSE=1 shows them."""
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    # Powertools prints its ColdStart metric whatever POWERTOOLS_METRICS_DISABLED says: this process
+    # is the cold start, so it is marked as already past.
+    from aws_lambda_powertools.metrics.provider import cold_start
+
+    cold_start.is_cold_start = False
+    # and it warns of an invocation that emitted no metric, which disabled metrics make every one.
+    warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)

@@ -1,47 +1,74 @@
-# Every target installs what it needs into .venv on first use.
-PYTHON ?= python3
+# Every target installs what it needs into .venv on first use. sam (SAM CLI) runs from .venv too.
 export SAM_CLI_TELEMETRY := 0
 VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
-# sam build needs the Lambda runtime's Python (3.13) on PATH.
-PY313 ?= $(firstword $(wildcard /root/.pyenv/versions/3.13*/bin) $(dir $(shell command -v python3.13 2>/dev/null)))
+# Named after the Python it was made with: a venv made with another one is made again.
+STAMP := $(VENV)/.installed-py3.13
+# The Lambda runtime's Python (3.13): python3.13 on PATH if it runs, else pyenv's newest 3.13.x.
+# (A pyenv shim for a version that is not active is on PATH but fails, so each candidate is run.)
+PYTHON ?= $(shell for p in python3.13 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13.*/bin/python3.13 2>/dev/null | sort -rV); do \
+	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 13); print(sys.executable)' 2>/dev/null && break; done)
+ENV ?= dev
+DRY_RUN ?=
 
-.PHONY: run serve test lint typecheck template pytest bench build clean
+.PHONY: run serve local-stack test lint typecheck template pytest bench build deploy delete logs clean python
 
-$(VENV)/.installed: requirements.txt handler/requirements.txt requirements-dev.txt
-	$(PYTHON) -m venv $(VENV)
+# The interpreter the venv is made with; fails when there is none.
+python:
+	@test -n "$(PYTHON)" || { echo "Python 3.13 (the Lambda runtime) not found: put python3.13 on PATH, install it with pyenv (pyenv install 3.13), or run make PYTHON=/path/to/python3.13" >&2; exit 1; }
+	@echo $(PYTHON)
+
+$(STAMP): requirements.txt handler/requirements.txt requirements-dev.txt
+	@$(MAKE) -s python >/dev/null
+	$(PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install -qq --upgrade pip
 	$(PY) -m pip install -qq -r requirements-dev.txt
 	touch $@
 
-run: $(VENV)/.installed
+run: $(STAMP)
 	VERBOSE=$(VERBOSE) $(PY) -m devtools.run
 
-serve: $(VENV)/.installed
-	$(PY) -m devtools.serve
+serve: $(STAMP)
+	VERBOSE=$(VERBOSE) $(PY) -m devtools.serve
+
+# moto and the Gainsight sandbox on 0.0.0.0 (fixed ports) for `sam local invoke --env-vars local/env.json`.
+local-stack: $(STAMP)
+	$(PY) -m devtools.local_stack
 
 test: lint typecheck template pytest
 
-lint: $(VENV)/.installed
+lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(VENV)/.installed
+typecheck: $(STAMP)
 	$(BIN)/mypy
 
-template: $(VENV)/.installed
+template: $(STAMP)
 	$(BIN)/cfn-lint template.yaml
 	$(BIN)/sam validate --lint --template template.yaml --region us-east-1
 
-pytest: $(VENV)/.installed
+pytest: $(STAMP)
 	$(BIN)/pytest
 
-bench: $(VENV)/.installed
+bench: $(STAMP)
 	$(PY) -m devtools.bench
 
-build: $(VENV)/.installed
-	PATH="$(PY313):$$PATH" $(BIN)/sam build --template template.yaml
+# sam build runs python3.13 from PATH: the venv's is first.
+build: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/sam build --template template.yaml
+
+# make deploy ENV=dev|prod [CONFIG=config/destination.json] [ALLOWED_HOSTS=cs.acme.example] [DRY_RUN=1]
+deploy: $(STAMP) $(if $(DRY_RUN),,build)
+	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m devtools.deploy deploy --env $(ENV) $(if $(CONFIG),--config $(CONFIG)) $(if $(ALLOWED_HOSTS),--allowed-hosts $(ALLOWED_HOSTS)) $(if $(DRY_RUN),--dry-run)
+
+delete: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m devtools.deploy delete --env $(ENV) $(if $(DRY_RUN),--dry-run)
+
+# make logs ENV=dev [TAIL=1]
+logs: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m devtools.deploy logs --env $(ENV) $(if $(TAIL),--tail) $(if $(DRY_RUN),--dry-run)
 
 clean:
 	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

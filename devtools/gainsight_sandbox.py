@@ -451,8 +451,8 @@ class SandboxServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, state: SandboxState, port: int = 0) -> None:
-        super().__init__(("127.0.0.1", port), SandboxHandler)
+    def __init__(self, state: SandboxState, port: int = 0, host: str = "127.0.0.1") -> None:
+        super().__init__((host, port), SandboxHandler)
         self.state = state
 
 
@@ -461,10 +461,11 @@ class Sandbox:
 
     def __init__(
         self, *, access_key: str = "sandbox-access-key", shared_secret: str = "sandbox-shared-secret",
-        tenant_id: str = "sandbox-tenant", port: int = 0,
+        tenant_id: str = "sandbox-tenant", port: int = 0, host: str = "127.0.0.1",
     ) -> None:  # fmt: skip
+        # host: where it listens; loopback unless a container must reach it (make local-stack).
         self.state = SandboxState(access_key, shared_secret, tenant_id)
-        self.server = SandboxServer(self.state, port)
+        self.server = SandboxServer(self.state, port, host)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, name="gainsight-sandbox", daemon=True)
 

@@ -11,6 +11,7 @@ import os
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -226,15 +227,16 @@ class LocalAws:
 
 
 @contextmanager
-def moto_aws() -> Iterator[LocalAws]:
-    """A moto server on loopback for SSM and DynamoDB; AWS_ENDPOINT_URL points boto3 at it."""
+def moto_aws(*, host: str = "127.0.0.1", port: int = 0) -> Iterator[LocalAws]:
+    """A moto server for SSM and DynamoDB, on loopback unless told otherwise (make local-stack);
+    AWS_ENDPOINT_URL points this process's boto3 at it."""
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+    _, port = server.get_host_and_port()
+    endpoint = f"http://127.0.0.1:{port}"
     names = [*LOCAL_ENV, "AWS_ENDPOINT_URL", "EVENT_TABLE", "AWS_LAMBDA_FUNCTION_NAME"]
     previous = {key: os.environ.get(key) for key in names}
     os.environ.update(LOCAL_ENV)
@@ -248,3 +250,16 @@ def moto_aws() -> Iterator[LocalAws]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def quiet_powertools() -> None:
+    """No JSON logs or EMF metrics: they are what CloudWatch gets, and VERBOSE=1 shows them."""
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    # Powertools prints its ColdStart metric whatever POWERTOOLS_METRICS_DISABLED says: this process
+    # is the cold start, so it is marked as already past.
+    from aws_lambda_powertools.metrics.provider import cold_start
+
+    cold_start.is_cold_start = False
+    # and it warns of an invocation that emitted no metric, which disabled metrics make every one.
+    warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)

@@ -11,14 +11,12 @@ import sys
 from pathlib import Path
 
 from devtools.gainsight_sandbox import Sandbox
-from devtools.local import ROOT, drain, invoke, moto_aws, seed_parameters
+from devtools.local import ROOT, drain, invoke, moto_aws, quiet_powertools, seed_parameters
 
 
 def main(paths: list[str]) -> int:
     if not os.environ.get("VERBOSE"):
-        # The handler's JSON logs and EMF metrics are what CloudWatch gets; VERBOSE=1 shows them.
-        os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-        os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+        quiet_powertools()
     files = [Path(p) for p in paths] or sorted((ROOT / "events").glob("*.json"))
     with Sandbox() as sandbox, moto_aws():
         seed_parameters(sandbox.url)

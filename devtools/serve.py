@@ -6,14 +6,16 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import threading
 import time
+import urllib.request
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from devtools.local import LambdaContext, invoke
+from devtools.local import DEMO_WRITE_KEY, LambdaContext, invoke
 
 _invoke_lock = threading.Lock()  # one Lambda container handles one request at a time
 
@@ -77,17 +79,40 @@ class LocalApi:
         self.server.server_close()
 
 
+def ready_curl(url: str) -> str:
+    """A request to paste once the API is ready."""
+    body = '{"event": "Ticket Closed", "userId": "u1", "properties": {"ticketId": "T-1"}}'
+    return f"curl -s -u {DEMO_WRITE_KEY}: {url}/v1/track -H 'Content-Type: application/json' -d '{body}'"
+
+
+def _wait_until_answering(url: str, *, attempts: int = 50) -> None:
+    """Return once GET /health answers through the handler: listening, and the handler imported."""
+    for _ in range(attempts):
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"the local API on {url} did not answer /health")
+
+
 def main() -> None:
     from devtools.gainsight_sandbox import Sandbox
-    from devtools.local import DEMO_WRITE_KEY, drain, moto_aws, seed_parameters
+    from devtools.local import drain, moto_aws, quiet_powertools, seed_parameters
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=3000)
     args = parser.parse_args()
+    if not os.environ.get("VERBOSE"):
+        quiet_powertools()
     with Sandbox() as sandbox, moto_aws(), LocalApi(args.port) as api:
         seed_parameters(sandbox.url)
+        _wait_until_answering(api.url)
         print(f"Local API on {api.url} (write key {DEMO_WRITE_KEY!r}); POST {api.url}/v1/batch")
-        print(f"Gainsight sandbox state: {sandbox.url}/_sandbox/state   (Ctrl-C to stop)")
+        print(f"Gainsight sandbox state: {sandbox.url}/_sandbox/state")
+        print(f"Ready. Try:\n  {ready_curl(api.url)}\nCtrl-C to stop.", flush=True)
         try:
             while True:  # the drain's schedule, compressed
                 time.sleep(3)

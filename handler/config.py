@@ -115,7 +115,8 @@ def base_url(domain: str, *, allowed_hosts: Collection[str] = frozenset(), allow
 
     Raises:
         ConfigurationError: when it is neither, has a path, query or fragment, names a host that
-            may not have the secrets, or asks for plain http to a non-loopback host.
+            may not have the secrets, or asks for plain http to a non-loopback host (outside a local
+            run's allow-listed host:port).
     """
     value = domain.strip()
     if "@" in value:
@@ -137,9 +138,18 @@ def base_url(domain: str, *, allowed_hosts: Collection[str] = frozenset(), allow
     host = parts.hostname or ""
     if (refusal := _refusal(shown, host, port, allowed_hosts, allow_loopback)) is not None:
         raise ConfigurationError(refusal)
-    if parts.scheme == "http" and not _is_loopback(host):
-        raise ConfigurationError(f"domain {value!r} must use https (plain http is only allowed for loopback hosts)")
+    if parts.scheme == "http" and not _is_loopback(host) and not _local_http(host, port, allowed_hosts, allow_loopback):
+        raise ConfigurationError(
+            f"domain {value!r} must use https (plain http is only allowed for loopback hosts, and in local runs"
+            " for a host:port named in GAINSIGHT_ALLOWED_HOSTS)"
+        )
     return shown
+
+
+def _local_http(host: str, port: int | None, allowed_hosts: Collection[str], allow_loopback: bool) -> bool:
+    """Whether a local run may speak plain http to an allow-listed host:port: a sandbox that a
+    container reaches as host.docker.internal is not loopback. The stack never sets allow_loopback."""
+    return allow_loopback and port is not None and f"{host}:{port}" in allowed_hosts
 
 
 def _optional_text(config: Mapping[str, Any], key: str) -> str | None:

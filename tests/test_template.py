@@ -3,6 +3,7 @@ routes are the handler's, and the function may only read its own parameters."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +45,18 @@ def test_env_var_names_in_the_template_are_the_names_the_code_reads(template, fu
         template["Globals"]["Function"]["Environment"]["Variables"]
     )
     # When the code parses its settings
-    env = RecordingEnv(dict.fromkeys(variables, "100"))
+    env = RecordingEnv(dict.fromkeys(variables, "100") | {"ALLOW_LOOPBACK_GAINSIGHT": "false"})
     parse_settings(env)
-    # Then every variable the template sets is read (Powertools reads its own POWERTOOLS_* names)
-    ours = {name for name in variables if not name.startswith("POWERTOOLS_")}
+    # Then every variable the template sets is read (Powertools reads its own POWERTOOLS_* names,
+    # boto3 AWS_ENDPOINT_URL)
+    ours = {name for name in variables if not name.startswith("POWERTOOLS_") and name != "AWS_ENDPOINT_URL"}
     assert ours <= env.asked
     # and every required setting is set by the template
     assert {"DESTINATION_CONFIG_PARAM", "ACCESS_KEY_PARAM", "WRITE_KEYS_PARAM", "SHARED_SECRET_PARAM"} <= variables
     assert {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"} <= variables
+    # The two a local run overrides are declared (sam local invoke sets no other), in their AWS values.
+    globals_ = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert (globals_["AWS_ENDPOINT_URL"], globals_["ALLOW_LOOPBACK_GAINSIGHT"]) == ("", "false")
 
 
 def test_function_shape(template, function) -> None:
@@ -177,3 +182,114 @@ def test_sam_adds_no_broad_managed_policy_to_either_role(template, monkeypatch) 
     for role in ("DestinationFunctionRole", "DrainFunctionRole"):
         managed = {arn.rsplit("/", 1)[-1] for arn in resources[role]["Properties"]["ManagedPolicyArns"]}
         assert managed == {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess"}, role
+
+
+# -- two stacks in one account -------------------------------------------------------------------
+
+STACK = {"Ref": "AWS::StackName"}
+
+
+def test_metrics_are_told_apart_by_stack_and_alarms_read_what_the_code_emits(template) -> None:
+    # Given what Powertools puts on every metric: the namespace and the service dimension
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    namespace, service = variables["POWERTOOLS_METRICS_NAMESPACE"], variables["POWERTOOLS_SERVICE_NAME"]
+    # Then the service is the stack's name
+    assert service == STACK
+    # and every alarm on our metrics reads that namespace and service, and has a name of its stack
+    resources = template["Resources"]
+    alarms = {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    ours = {name: a for name, a in alarms.items() if a.get("Namespace") == namespace}
+    assert set(ours) == {"EventsGaveUpAlarm", "OldestParkedAlarm", "CredentialsRejectedAlarm", "ThrottlingAlarm"}
+    for name, alarm in ours.items():
+        assert alarm["Dimensions"] == [{"Name": "service", "Value": service}], name
+    for name, alarm in alarms.items():
+        assert alarm["AlarmName"] == {"Fn::Sub": f"${{AWS::StackName}}-{name.removesuffix('Alarm')}"}
+    assert any(alarm.get("Namespace") not in (None, namespace) for alarm in alarms.values())  # AWS/Lambda ones
+
+
+def test_the_dashboard_reads_this_stacks_metrics_only(template) -> None:
+    # Given the dashboard body, with the stack's name substituted as CloudFormation would
+    dashboard = template["Resources"]["Dashboard"]["Properties"]
+    assert dashboard["DashboardName"] == {"Fn::Sub": "${AWS::StackName}-${AWS::Region}"}
+    body = json.loads(dashboard["DashboardBody"]["Fn::Sub"].replace("${AWS::StackName}", "stack-a"))
+    ingest_source = (ROOT / "handler" / "ingest.py").read_text()
+    namespace = template["Globals"]["Function"]["Environment"]["Variables"]["POWERTOOLS_METRICS_NAMESPACE"]
+    searches, metrics = [], []
+    for widget in body["widgets"]:
+        for metric in widget["properties"]["metrics"]:
+            if isinstance(metric[0], dict):
+                searches.append(metric[0]["expression"])
+            else:
+                metrics.append(metric)
+    # Then every search is limited to this stack's service, in our namespace
+    assert len(searches) == 2
+    for expression in searches:
+        assert expression.startswith(f"SEARCH('{{{namespace},")
+        assert 'service="stack-a"' in expression
+        assert f'MetricName="{expression.split("MetricName=")[1].split(chr(34))[1]}"' in expression
+    # and every metric line names our namespace and this stack's service ("." repeats the line above)
+    previous: list[Any] = []
+    for metric in metrics:
+        if metric[0] == "...":
+            continue
+        line = [prev if value == "." else value for value, prev in zip(metric, previous or metric, strict=False)]
+        names = [value for value in line if isinstance(value, str)]
+        assert names[0] == namespace and names[2:4] == ["service", "stack-a"], metric
+        assert f'name="{names[1]}"' in ingest_source, names[1]
+        previous = line
+
+
+def test_the_secure_strings_default_to_paths_of_the_stack(template) -> None:
+    parameters = template["Parameters"]
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    for parameter, variable, suffix in (
+        ("AccessKeyParamName", "ACCESS_KEY_PARAM", "access-key"),
+        ("WriteKeysParamName", "WRITE_KEYS_PARAM", "write-keys"),
+    ):
+        assert parameters[parameter]["Default"] == ""
+        condition = f"Default{parameter.removesuffix('Name')}"
+        assert template["Conditions"][condition] == {"Fn::Equals": [{"Ref": parameter}, ""]}
+        assert variables[variable] == {
+            "Fn::If": [condition, {"Fn::Sub": f"/${{AWS::StackName}}/{suffix}"}, {"Ref": parameter}]
+        }
+    # The shared secret: the same default, and "none" still means track events are rejected.
+    assert parameters["SharedSecretParamName"]["Default"] == ""
+    assert template["Conditions"]["HasSharedSecret"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "SharedSecretParamName"}, "none"]}]
+    }
+    assert variables["SHARED_SECRET_PARAM"] == {
+        "Fn::If": [
+            "HasSharedSecret",
+            {
+                "Fn::If": [
+                    "DefaultSharedSecretParam",
+                    {"Fn::Sub": "/${AWS::StackName}/shared-secret"},
+                    {"Ref": "SharedSecretParamName"},
+                ]
+            },
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
+
+
+def test_each_function_may_read_exactly_the_parameters_it_is_told_to_read(template) -> None:
+    # The grant names each parameter through the same expression as the environment variable.
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    for function_name, names in (
+        ("DestinationFunction", ("ACCESS_KEY_PARAM", "WRITE_KEYS_PARAM", "SHARED_SECRET_PARAM")),
+        ("DrainFunction", ("ACCESS_KEY_PARAM", "SHARED_SECRET_PARAM")),
+    ):
+        resources = _grants(template["Resources"][function_name]["Properties"])["ReadOwnParameters"][1]
+        granted = [r["Fn::Sub"][1]["Name"] for r in resources if isinstance(r.get("Fn::Sub"), list)]
+        granted += [
+            branch["Fn::Sub"][1]["Name"]
+            for r in resources
+            if "Fn::If" in r
+            for branch in r["Fn::If"][1:]
+            if isinstance(branch, dict) and "Fn::Sub" in branch
+        ]
+        expected = [variables[name] for name in names[:-1]] + [variables["SHARED_SECRET_PARAM"]["Fn::If"][1]]
+        assert granted == expected, function_name
+        for resource in resources:
+            if isinstance(resource.get("Fn::Sub"), list):
+                assert resource["Fn::Sub"][0].endswith(":parameter${Name}")

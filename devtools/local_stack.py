@@ -1,0 +1,105 @@
+"""`make local-stack`: what `sam local invoke --env-vars local/env.json` talks to, where Docker exists.
+
+moto (SSM seeded with the demo config and secrets, the event table) on port 5005 and the Gainsight
+sandbox on port 4010, both on 0.0.0.0 so that a Lambda container reaches them as
+host.docker.internal — every interface of this machine, so only for this explicit target; everything
+else listens on 127.0.0.1. Runs until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from pathlib import Path
+
+from devtools.local import DEMO_WRITE_KEY, EVENT_TABLE, PARAMS, ROOT
+
+MOTO_PORT = 5005
+SANDBOX_PORT = 4010
+CONTAINER_HOST = "host.docker.internal"  # the machine running Docker, as a container sees it
+ENV_VARS_FILE = ROOT / "local" / "env.json"
+
+
+def container_domain(port: int = SANDBOX_PORT) -> str:
+    """The sandbox as a Lambda container reaches it: the destination config's domain."""
+    return f"http://{CONTAINER_HOST}:{port}"
+
+
+def container_env(function: str) -> dict[str, str]:
+    """Every variable the template sets on `function`, for a container talking to the local stack
+    (what local/env.json holds)."""
+    common = {
+        "POWERTOOLS_SERVICE_NAME": "gainsight-destination-local",
+        "POWERTOOLS_METRICS_NAMESPACE": "GainsightDestination",
+        "POWERTOOLS_LOG_LEVEL": "INFO",
+        "POWERTOOLS_PARAMETERS_MAX_AGE": "300",
+        **PARAMS,
+        "GAINSIGHT_CONCURRENCY": "8",
+        # The sandbox speaks plain http and is not loopback from inside the container: it must be
+        # allow-listed with its port, and allowed as a local run (handler/config.py).
+        "GAINSIGHT_ALLOWED_HOSTS": f"{CONTAINER_HOST}:{SANDBOX_PORT}",
+        "ALLOW_LOOPBACK_GAINSIGHT": "true",
+        "EVENT_TABLE": EVENT_TABLE,
+        "DEDUP_WINDOW_SECONDS": "86400",
+        "REJECTED_RETENTION_DAYS": "14",
+        "AWS_ENDPOINT_URL": f"http://{CONTAINER_HOST}:{MOTO_PORT}",
+    }
+    own = {
+        "DestinationFunction": {"DELIVERY_BUDGET_SECONDS": "8"},
+        "DrainFunction": {"DRAIN_BUDGET_SECONDS": "50", "MAX_ATTEMPTS": "20"},
+    }
+    return common | own[function]
+
+
+def env_vars_file() -> dict[str, dict[str, str]]:
+    return {function: container_env(function) for function in ("DestinationFunction", "DrainFunction")}
+
+
+def invoke_lines(env_file: Path = ENV_VARS_FILE) -> list[str]:
+    """The README's invoke lines. host-gateway: Linux Docker does not resolve host.docker.internal
+    by itself; Docker Desktop does, and accepts the mapping too."""
+    common = f"--env-vars {env_file.relative_to(ROOT)} --add-host {CONTAINER_HOST}:host-gateway"
+    return [
+        f"sam local invoke DestinationFunction -e events/batch.json {common}",
+        f"sam local invoke DrainFunction -e events/drain/schedule.json {common}",
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="0.0.0.0", help="interface to listen on (default: every one)")
+    parser.add_argument("--moto-port", type=int, default=MOTO_PORT)
+    parser.add_argument("--sandbox-port", type=int, default=SANDBOX_PORT)
+    args = parser.parse_args(argv)
+
+    from devtools.gainsight_sandbox import Sandbox
+    from devtools.local import moto_aws, seed_parameters
+
+    sandbox_server = Sandbox(host=args.host, port=args.sandbox_port)
+    with sandbox_server as sandbox, moto_aws(host=args.host, port=args.moto_port) as aws:
+        sandbox_port = sandbox.server.server_address[1]
+        moto_port = int(aws.endpoint.rsplit(":", 1)[1])
+        # The config the container reads names the sandbox as the container sees it.
+        seed_parameters(container_domain(sandbox_port))
+        print(f"moto (SSM, DynamoDB) on {args.host}:{moto_port}: the demo config, write key {DEMO_WRITE_KEY!r},")
+        print(f"  the event table {EVENT_TABLE}")
+        print(f"Gainsight sandbox on {args.host}:{sandbox_port}: what it received at {sandbox.url}/_sandbox/state")
+        print("Ready. In another terminal, where Docker runs (README, Local invoke with Docker):")
+        for line in invoke_lines():
+            print(f"  {line}")
+        print("Ctrl-C to stop.", flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            print(json.dumps(sandbox.state.snapshot()["calls"]))
+
+
+def write_env_vars_file(path: Path = ENV_VARS_FILE) -> None:
+    """Write local/env.json (kept in the repository; a test checks it against the template)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(env_vars_file(), indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -215,6 +215,7 @@ LOCAL_ENV = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "POWERTOOLS_SERVICE_NAME": "gainsight-destination",
     "POWERTOOLS_METRICS_NAMESPACE": "GainsightDestination",
+    "AWS_READ_TIMEOUT_SECONDS": "10",  # moto copies a table for every transaction: slow under load
     "ALLOW_LOOPBACK_GAINSIGHT": "true",  # the sandbox listens on 127.0.0.1; never set in the template
     **PARAMS,
 }

@@ -69,7 +69,7 @@ class Container:
         # Short timeouts, few SDK retries: the store's own loops retry under the request's deadline.
         aws = Config(
             connect_timeout=1,
-            read_timeout=2,
+            read_timeout=config.aws_read_timeout,
             retries={"mode": "standard", "max_attempts": 3},
             max_pool_connections=config.concurrency + 2,
         )
@@ -211,16 +211,9 @@ def _record(
             # A group event whose company was written waits only for the person's link.
             parked = dataclasses.replace(r, link_only=True, entities=r.person) if r.index in written else r
             to_park.append((parked, outcome.error, outcome.code))
-    failures = store.park(to_park, deadline) if to_park else {}
-    for r, reason, code in to_park:
-        error = failures.get(r.event_id)
-        if error is not None:
-            logger.error("event could not be parked", extra={"reason": error.message})
-            changed[r.index] = outcome_of(error)
-        else:
-            changed[r.index] = Outcome("deferred", 202, f"queued for retry: {reason}", code or "deferred")
     # Track events are remembered always (exactly once); other applied events only when the request
-    # parked something, since only then could a retry of it be parked behind a newer event.
+    # parks something, since only then could a retry of it be parked behind a newer event. Before
+    # parking: a function that dies in between leaves nothing parked that the retry could queue behind.
     remember = [
         r
         for r in fresh
@@ -230,6 +223,14 @@ def _record(
         # Delivered all the same: the event is not parked or published again by us; only a sender's
         # retry of this batch could apply it twice.
         logger.error("delivered events could not be recorded", extra={"events": len(unrecorded)})
+    failures = store.park(to_park, deadline) if to_park else {}
+    for r, reason, code in to_park:
+        error = failures.get(r.event_id)
+        if error is not None:
+            logger.error("event could not be parked", extra={"reason": error.message})
+            changed[r.index] = outcome_of(error)
+        else:
+            changed[r.index] = Outcome("deferred", 202, f"queued for retry: {reason}", code or "deferred")
     kept = [
         (r, outcomes[r.index].error, outcomes[r.index].code)
         for r in fresh

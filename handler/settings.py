@@ -29,6 +29,7 @@ class Settings:
     drain_budget_seconds: float
     max_attempts: int
     max_backoff_seconds: float
+    aws_read_timeout: float
     # Hosts outside *.gainsightcloud.com that may receive the secrets. From the stack's own
     # environment, never from the destination config that anyone with ssm:PutParameter can edit.
     gainsight_allowed_hosts: frozenset[str] = frozenset()
@@ -102,6 +103,8 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         drain_budget_seconds=_number(env, "DRAIN_BUDGET_SECONDS", 50.0, minimum=5),
         max_attempts=int(_number(env, "MAX_ATTEMPTS", 20, minimum=1)),
         max_backoff_seconds=_number(env, "MAX_BACKOFF_SECONDS", 3600.0, minimum=60),
+        # DynamoDB answers in milliseconds; a local moto server, copying its tables, can take seconds.
+        aws_read_timeout=_number(env, "AWS_READ_TIMEOUT_SECONDS", 2.0, minimum=0.1),
         gainsight_allowed_hosts=_allowed_hosts(env, "GAINSIGHT_ALLOWED_HOSTS"),
         allow_loopback_gainsight=_flag(env, "ALLOW_LOOPBACK_GAINSIGHT"),
     )

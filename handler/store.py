@@ -254,7 +254,7 @@ class EventStore:
             "ExpressionAttributeValues": values,
         }
         if not dropped:
-            self._call("update_item", **action)
+            self._call("update_item", **action)  # type: ignore[arg-type]
             return
         items = [{"Update": action}, *self._head_actions(dict.fromkeys(dropped, -1))]
         self._call("transact_write_items", TransactItems=items)
@@ -426,7 +426,7 @@ class EventStore:
             request = {self.table: {"Keys": chunk, "ConsistentRead": True}}
             attempt = 0
             while request:
-                reply = self._call("batch_get_item", RequestItems=request)
+                reply = self._call("batch_get_item", deadline=deadline, RequestItems=request)
                 found += reply.get("Responses", {}).get(self.table, [])
                 request = reply.get("UnprocessedKeys") or {}
                 if request:
@@ -446,7 +446,7 @@ class EventStore:
             attempt = 0
             try:
                 while request:
-                    reply = self._call("batch_write_item", RequestItems=request)
+                    reply = self._call("batch_write_item", deadline=deadline, RequestItems=request)
                     request = reply.get("UnprocessedItems") or {}
                     if request:
                         attempt += 1
@@ -482,11 +482,23 @@ class EventStore:
         page = [_stored(item, item["eventId"]["S"]) for item in reply.get("Items", [])]
         return page, reply.get("LastEvaluatedKey")
 
-    def _call(self, operation: str, **kwargs: Any) -> Any:
-        try:
-            return getattr(self.dynamodb, operation)(**kwargs)
-        except Exception as error:  # botocore raises many types; all mean "not available now"
-            raise StoreError(f"event store unavailable ({_error_code(error)})") from error
+    def _call(self, operation: str, *, deadline: float | None = None, **kwargs: Any) -> Any:
+        """One call, tried again with backoff while DynamoDB throttles or fails transiently and the
+        deadline (by default a couple of seconds from now) allows.
+
+        Raises:
+            StoreError: when it still fails.
+        """
+        deadline = self.monotonic() + 2.0 if deadline is None else deadline
+        attempt = 0
+        while True:
+            try:
+                return getattr(self.dynamodb, operation)(**kwargs)
+            except Exception as error:  # botocore raises many types; all mean "not available now"
+                code = _error_code(error)
+                attempt += 1
+                if code not in RETRYABLE_CODES or not self._pause(attempt, deadline):
+                    raise StoreError(f"event store unavailable ({code})") from error
 
     def _pause(self, attempt: int, deadline: float) -> bool:
         """Back off before another try; False when that would pass the deadline."""

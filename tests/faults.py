@@ -64,7 +64,8 @@ class AwsFaults:
         held = items[keep:]
         del items[keep:]
         self.log.append(f"partial {model.name}")
-        context["held_back"] = (table, held, {k: v for k, v in request.items() if k != "Keys"})
+        rest = {k: v for k, v in request.items() if k != "Keys"} if model.name == "BatchGetItem" else {}
+        context["held_back"] = (table, held, rest)
 
     def _before_call(self, model: Any, context: dict[str, Any], **_: Any) -> None:
         if not self._applies(model.name):

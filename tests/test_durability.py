@@ -4,6 +4,7 @@ faults injected where AWS really fails (tests/faults.py) as well as in Gainsight
 
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter
 from typing import Any
@@ -386,7 +387,11 @@ def _judge(
     return lost, duplicated, stale
 
 
-@pytest.mark.parametrize("seed", [11, 23, 37])
+# More seeds for a soak: FAULT_SEEDS="1 2 3 4 5" .venv/bin/pytest tests/test_durability.py -k fault_run
+SEEDS = [int(seed) for seed in os.environ.get("FAULT_SEEDS", "11 23 37").split()]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
 def test_fault_run_loses_duplicates_and_reorders_nothing(sandbox: Sandbox, monkeypatch, seed: int) -> None:
     # Given Gainsight answering a quarter of all calls with 5xx, 429s, timeouts or dropped
     # connections, and 2 % with a lost answer after doing the work; DynamoDB failing, throttling,

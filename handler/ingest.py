@@ -33,7 +33,6 @@ from store import DONE, REJECTED, EventStore, Seen, Settled, Stored, StoreError
 KNOWN_TYPES = frozenset({"identify", "group", "track", "page", "screen", "alias"})
 SAFETY_MARGIN_SECONDS = 1.0  # of the Lambda's remaining time, left to answer
 PARKING_RESERVE_SECONDS = 1.5  # of a request's budget, kept for recording what is still undelivered
-SETTLE_SECONDS = 20.0  # the drain leaves events this young alone: their request may still be parking older ones
 DRAIN_PAGE = 100
 WAITING = "an earlier event of this person or company is waiting"
 # Rejections worth keeping for a replay: the configuration may be fixed, Gainsight's refusal understood.
@@ -272,7 +271,8 @@ def drain(remaining_seconds: float, clock: Callable[[], float] = time.time) -> D
         logger.error("service misconfigured", extra={"reason": error.message})
         return report
     deadline = started + max(0.0, min(config.drain_budget_seconds, remaining_seconds - SAFETY_MARGIN_SECONDS))
-    cutoff = record.seq_before(clock() - SETTLE_SECONDS)
+    # Events this young are left alone: their request may still be parking older ones.
+    cutoff = record.seq_before(clock() - config.drain_settle_seconds)
     if parts.unsettled:
         left = parts.store.settle(list(parts.unsettled.values()), deadline)
         parts.unsettled = {event_id: item for event_id, item in parts.unsettled.items() if event_id in left}
@@ -404,7 +404,7 @@ def _backoff(attempts: int, config: Settings) -> float:
     """Seconds before a parked event is tried again: doubling from one drain interval, capped."""
     if attempts <= 0:
         return 0.0
-    return float(min(config.max_backoff_seconds, 60 * 2 ** (attempts - 1)))
+    return float(min(config.max_backoff_seconds, config.retry_base_seconds * 2 ** (attempts - 1)))
 
 
 # -- shared -------------------------------------------------------------------------------------

@@ -29,6 +29,8 @@ class Settings:
     drain_budget_seconds: float
     max_attempts: int
     max_backoff_seconds: float
+    retry_base_seconds: float
+    drain_settle_seconds: float
     aws_read_timeout: float
     # Hosts outside *.gainsightcloud.com that may receive the secrets. From the stack's own
     # environment, never from the destination config that anyone with ssm:PutParameter can edit.
@@ -102,7 +104,10 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         rejected_retention_days=int(_number(env, "REJECTED_RETENTION_DAYS", 14, minimum=1)),
         drain_budget_seconds=_number(env, "DRAIN_BUDGET_SECONDS", 50.0, minimum=5),
         max_attempts=int(_number(env, "MAX_ATTEMPTS", 20, minimum=1)),
-        max_backoff_seconds=_number(env, "MAX_BACKOFF_SECONDS", 3600.0, minimum=60),
+        max_backoff_seconds=_number(env, "MAX_BACKOFF_SECONDS", 3600.0, minimum=0.1),
+        # One drain interval; both scale down together for a time-compressed load test.
+        retry_base_seconds=_number(env, "RETRY_BASE_SECONDS", 60.0, minimum=0.01),
+        drain_settle_seconds=_number(env, "DRAIN_SETTLE_SECONDS", 20.0, minimum=0),
         # DynamoDB answers in milliseconds; a local moto server, copying its tables, can take seconds.
         aws_read_timeout=_number(env, "AWS_READ_TIMEOUT_SECONDS", 2.0, minimum=0.1),
         gainsight_allowed_hosts=_allowed_hosts(env, "GAINSIGHT_ALLOWED_HOSTS"),

@@ -218,11 +218,24 @@ def _record(
         for r in fresh
         if r.index in outcomes and outcomes[r.index].outcome == "delivered" and (r.kind == "track" or to_park)
     ]
+    # Except the group events written together with a company whose older group event now waits only
+    # for its link: they are recorded in that event's own park transaction. If it cannot be parked,
+    # a retry of the batch writes the older traits again and then these, in order.
+    linked: dict[str, list[Record]] = {}
+    together: set[str] = set()
+    for parked, _, _ in to_park:
+        if parked.link_only:
+            companies = {e for e in _record_of(fresh, parked).entities if e.startswith("company:")}
+            # Each with the first such event only: a transaction may name an item once.
+            mine = [r for r in remember if companies.intersection(r.entities) and r.event_id not in together]
+            linked[parked.event_id] = mine
+            together.update(r.event_id for r in mine)
+    remember = [r for r in remember if r.event_id not in together]
     if remember and (unrecorded := store.mark_done(remember, deadline)):
         # Delivered all the same: the event is not parked or published again by us; only a sender's
         # retry of this batch could apply it twice.
         logger.error("delivered events could not be recorded", extra={"events": len(unrecorded)})
-    failures = store.park(to_park, deadline) if to_park else {}
+    failures = store.park(to_park, deadline, done_with=linked) if to_park else {}
     for r, reason, code in to_park:
         error = failures.get(r.event_id)
         if error is not None:
@@ -238,6 +251,11 @@ def _record(
     if kept and (lost := store.keep_rejected(kept, deadline)):
         logger.error("rejected events could not be kept for replay", extra={"events": len(lost)})
     return changed
+
+
+def _record_of(records: Sequence[Record], parked: Record) -> Record:
+    """The request's record of a parked one (which may have been narrowed to its person)."""
+    return next(r for r in records if r.index == parked.index)
 
 
 def _worth_keeping(outcome: Outcome) -> bool:
@@ -352,6 +370,7 @@ def _drain_page(
     done = _deliver(records, config, parts, deadline - PARKING_RESERVE_SECONDS, calls)
     outcomes, written = done.outcomes, done.written
     settled: list[Settled] = []
+    rewrite: set[str] = set()  # companies whose older group event could not be narrowed to its link
     for n, stored in enumerate(ready):
         outcome = outcomes[n]
         if outcome.outcome == "delivered":
@@ -385,6 +404,13 @@ def _drain_page(
             )
         except StoreError as error:  # it is tried again on the next pass, which is safe
             logger.warning("retry could not be scheduled", extra={"reason": error.message})
+            if n in written and not stored.record.link_only:
+                # It will write its company's older traits again: the newer group events of that
+                # company written with it stay parked, to be written after it once more.
+                rewrite.update(e for e in stored.record.entities if e.startswith("company:"))
+    settled = [
+        item for item in settled if not (item.state == DONE and rewrite.intersection(item.stored.record.entities))
+    ]
     unsettled = parts.store.settle(settled, deadline) if settled else set()
     if unsettled:
         # Delivered or rejected, but not recorded: this container remembers them and records them

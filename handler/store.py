@@ -146,12 +146,29 @@ class EventStore:
                 states[records[pk]] = _stored(item, records[pk])
         return Seen(frozenset(blocked), states)
 
-    def park(self, parked: Sequence[tuple[Record, str | None, str | None]], deadline: float) -> dict[str, StoreError]:
+    def park(
+        self,
+        parked: Sequence[tuple[Record, str | None, str | None]],
+        deadline: float,
+        *,
+        done_with: Mapping[str, Sequence[Record]] | None = None,
+    ) -> dict[str, StoreError]:
         """Store each (record, reason, code) as parked, with its entities' heads, one transaction per
         chunk. An event already stored (a sender's retry) is left as it is. Returns the event ids that
-        could not be stored, with why; every other one is durably parked when this returns."""
+        could not be stored, with why; every other one is durably parked when this returns.
+        `done_with`: events to record as delivered in the same transaction as a parked one."""
+        expires = int(self.clock()) + self.done_ttl
         changes = [
-            (r, [self._park_action(r, reason, code)], dict.fromkeys(r.entities, 1)) for r, reason, code in parked
+            (
+                r,
+                [self._park_action(r, reason, code)]
+                + [
+                    {"Put": {"TableName": self.table, "Item": _done_item(d, expires)}}
+                    for d in (done_with or {}).get(r.event_id, ())
+                ],
+                dict.fromkeys(r.entities, 1),
+            )
+            for r, reason, code in parked
         ]
         failures: dict[str, StoreError] = {}
         for result in self._map(lambda chunk: self._commit(chunk, deadline, +1), _chunks(changes)):
@@ -162,12 +179,7 @@ class EventStore:
         """Remember these events as delivered for `done_ttl_seconds`, so a sender's retry is not
         applied again. Returns the event ids that could not be recorded."""
         expires = int(self.clock()) + self.done_ttl
-        items = {
-            r.event_id: {"pk": {"S": _pk_event(r.event_id)}, "sk": {"S": "event"}, "state": {"S": DONE},
-                         "seq": {"S": r.seq}, "expiresAt": {"N": str(expires)}}
-            for r in records
-        }  # fmt: skip
-        return self._put_all(items, deadline)
+        return self._put_all({r.event_id: _done_item(r, expires) for r in records}, deadline)
 
     def keep_rejected(self, rejected: Sequence[tuple[Record, str | None, str | None]], deadline: float) -> set[str]:
         """Keep rejected events with their reason for `rejected_ttl_seconds`, replayable once the
@@ -512,6 +524,14 @@ class EventStore:
         if self.executor is None or len(chunks) <= 1:
             return [function(chunk) for chunk in chunks]
         return list(self.executor.map(function, chunks))
+
+
+def _done_item(record: Record, expires: int) -> dict[str, Any]:
+    return _key(_pk_event(record.event_id), "event") | {
+        "state": {"S": DONE},
+        "seq": {"S": record.seq},
+        "expiresAt": {"N": str(expires)},
+    }
 
 
 def _key(pk: str, sk: str) -> dict[str, Any]:

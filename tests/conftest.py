@@ -59,7 +59,7 @@ def clear_caches() -> None:
     parameters_store._destination.cache_clear()
     metrics.clear_metrics()
     if ingest._container is not None:
-        ingest._container.executor.shutdown(wait=False)
+        ingest._container.executor.shutdown(wait=False, cancel_futures=True)
         ingest._container = None  # a fresh container: no company Gsids remembered
 
 

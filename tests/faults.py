@@ -30,6 +30,7 @@ class AwsFaults:
     die_after_rate: float = 0.0  # the function dies just after the call succeeded
     only: frozenset[str] | None = None
     log: list[str] = field(default_factory=list)
+    dead: bool = False
     on_death: Callable[[str], None] | None = None
 
     def install(self, client: Any) -> None:
@@ -46,9 +47,14 @@ class AwsFaults:
 
     def _die(self, where: str) -> None:
         self.log.append(where)
+        self.dead = True
         if self.on_death is not None:
             self.on_death(where)
         raise FunctionDied(where)
+
+    def revive(self) -> None:
+        """A new container (a new Lambda) takes over."""
+        self.dead = False
 
     def _before_build(self, params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
         # A partial batch: some items are held back from the real call and reported unprocessed.
@@ -68,6 +74,9 @@ class AwsFaults:
         context["held_back"] = (table, held, rest)
 
     def _before_call(self, model: Any, context: dict[str, Any], **_: Any) -> None:
+        if self.dead:
+            # A dead function makes no more calls: its other threads stop at their next one.
+            raise FunctionDied(f"already dead before {model.name}")
         if not self._applies(model.name):
             return
         draw = self.rng.random()

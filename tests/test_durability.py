@@ -341,7 +341,7 @@ def _workload(rng: random.Random, start: int, size: int) -> list[dict[str, Any]]
     return events
 
 
-def _send(batch: list[dict[str, Any]], rng: random.Random, died: list[str]) -> Reply:
+def _send(batch: list[dict[str, Any]], rng: random.Random, died: list[str], aws: AwsFaults) -> Reply:
     """A sender as the SDKs are: resend on 503 or a lost answer until answered 200; sometimes the
     200 is lost on the way and the batch is sent once more."""
     for _ in range(40):
@@ -350,6 +350,8 @@ def _send(batch: list[dict[str, Any]], rng: random.Random, died: list[str]) -> R
         except FunctionDied as death:
             died.append(str(death))
             clear_caches()  # the next request lands on a new container
+            aws.revive()
+            aws.install(handler_dynamodb())
             continue
         if reply.status == 200:
             if rng.random() < 0.1:
@@ -376,10 +378,32 @@ def _judge(
         last = [e for e in valid if e["type"] == "identify" and e["traits"]["email"] == email][-1]
         if people.get(email, {}).get("Timezone") != last["traits"]["timezone"]:
             stale.append(email)
+            if os.environ.get("FAULT_DEBUG"):
+                order = [
+                    (e["messageId"], e["traits"]["timezone"])
+                    for e in valid
+                    if e.get("traits", {}).get("email") == email and e["type"] == "identify"
+                ]
+                print("\nSTALE", email, "expected order", order)
+                for c in sandbox.state.calls:
+                    if (
+                        c.operation == "person_upsert"
+                        and c.body
+                        and c.body.get("Email") == email
+                        and "Timezone" in c.body
+                    ):
+                        print("  put", c.status, c.body.get("Timezone"), round(c.at, 3))
     for name in {e["traits"]["name"] for e in valid if e["type"] == "group"}:
         groups = [e for e in valid if e["type"] == "group" and e["traits"]["name"] == name]
         if companies.get(name, {}).get("Employees") != groups[-1]["traits"]["employees"]:
             stale.append(name)
+            if os.environ.get("FAULT_DEBUG"):
+                print("\nSTALE", name, "expected order", [(e["messageId"], e["traits"]["employees"]) for e in groups])
+                for c in sandbox.state.calls:
+                    if c.operation in ("company_insert", "company_update") and c.body:
+                        for rec in c.body.get("records", []):
+                            if rec.get("Name") == name:
+                                print("  write", c.status, rec.get("Employees"), round(c.at, 3))
         for e in groups:
             linked = people.get(e["context"]["traits"]["email"], {}).get("companies", [])
             if companies.get(name, {}).get("Gsid") not in linked:
@@ -425,7 +449,7 @@ def test_fault_run_loses_duplicates_and_reorders_nothing(sandbox: Sandbox, monke
     rejected: dict[str, str] = {}
     for batch in batches:
         aws.install(handler_dynamodb())
-        reply = _send(batch, rng, died)
+        reply = _send(batch, rng, died, aws)
         outcomes.update(reply.outcomes)
         rejected |= {r["messageId"]: r["error"] for r in reply.body["results"] if r["outcome"] == "rejected"}
         try:
@@ -434,6 +458,7 @@ def test_fault_run_loses_duplicates_and_reorders_nothing(sandbox: Sandbox, monke
         except FunctionDied as death:
             died.append(str(death))
             clear_caches()
+            aws.revive()
     # and, with Gainsight and AWS healthy again, the drain runs until nothing is parked
     faults.random_rate = faults.lost_answer_rate = 0.0
     aws.error_rate = aws.partial_rate = aws.die_before_rate = aws.die_after_rate = 0.0
@@ -453,7 +478,7 @@ def test_fault_run_loses_duplicates_and_reorders_nothing(sandbox: Sandbox, monke
     print(
         f"\nfault run (seed {seed}): {len(events)} events, last answers {dict(outcomes)}; function died "
         f"{len(died)} times; AWS faults {len(aws.log)}; lost answers from Gainsight {lost_answers}; "
-        f"lost {len(lost)}, duplicated {len(duplicated)}, stale {len(stale)}, still parked {len(stored())}; "
+        f"lost {len(lost)}, duplicated {len(duplicated)}, stale {len(stale)} {stale[:3]}, parked {len(stored())}; "
         f"Gainsight calls {state['calls']['total']}"
     )
     assert lost == []
@@ -483,3 +508,65 @@ def test_a_batch_of_many_people_still_sees_the_one_who_waits(sandbox: Sandbox) -
 
     items = boto3.client("dynamodb").scan(TableName=EVENT_TABLE)["Items"]
     assert sum(int(i["parked"]["N"]) for i in items if i["sk"]["S"] == "count") == 0
+
+
+class FailFirst:
+    """The handler's first `operation` call after installing fails (throttled after the SDK's retries)."""
+
+    def __init__(self, operation: str) -> None:
+        self.operation, self.failed = operation, False
+
+    def install(self, client: Any) -> None:
+        client.meta.events.register(f"before-call.dynamodb.{self.operation}", self._before)
+
+    def _before(self, **_: Any) -> None:
+        if not self.failed:
+            self.failed = True
+            from botocore.exceptions import ClientError
+
+            raise ClientError({"Error": {"Code": "ValidationException", "Message": "injected"}}, self.operation)
+
+
+def test_a_resent_batch_writes_a_companys_traits_again_in_order(sandbox: Sandbox, monkeypatch) -> None:
+    # Given Ada's and Grace's group events for Acme in one batch: the company is written (merged),
+    # Ada's People PUT fails, and parking her (now link-only) event fails too
+    monkeypatch.setenv("GAINSIGHT_MAX_RETRIES", "0")
+    monkeypatch.setenv("GAINSIGHT_CONCURRENCY", "1")
+    clear_caches()
+    sandbox.fail(Fault(status=503, operation="person_upsert"))
+    FailFirst("TransactWriteItems").install(handler_dynamodb())
+    batch = [
+        group("Acme", email="ada@example.com", message_id="g-ada", employees=1),
+        group("Acme", email="grace@example.com", message_id="g-grace", employees=2),
+    ]
+    assert post("/v1/batch", {"batch": batch}).status == 503
+    # When the sender resends the batch
+    assert post("/v1/batch", {"batch": batch}).outcomes == ["delivered", "delivered"]
+    # Then Acme ends with the newer traits: Grace's event was applied again after Ada's
+    [company] = sandbox.state.snapshot()["companies"]
+    assert company["Employees"] == 2
+
+
+def test_the_drain_keeps_newer_group_events_parked_when_an_older_one_cannot_be_narrowed(
+    sandbox: Sandbox, monkeypatch
+) -> None:
+    # Given Ada's and Grace's group events for Acme both parked (Acme could not be looked up), and
+    # one Gainsight call at a time without retries (so that Ada's People PUT is the one that fails)
+    monkeypatch.setenv("GAINSIGHT_MAX_RETRIES", "0")
+    monkeypatch.setenv("GAINSIGHT_CONCURRENCY", "1")
+    clear_caches()
+    sandbox.fail(Fault(status=503, operation="company_query", times=8))
+    post("/v1/group", group("Acme", email="ada@example.com", message_id="g-ada", employees=1))
+    post("/v1/group", group("Acme", email="grace@example.com", message_id="g-grace", employees=2))
+    assert len(stored()) == 2
+    # When the drain writes Acme, Ada's link fails, and narrowing her event to its link fails too
+    sandbox.state.faults.scripted.clear()
+    sandbox.fail(Fault(status=503, operation="person_upsert"))
+    FailFirst("TransactWriteItems").install(handler_dynamodb())
+    drain()
+    # Then Grace's event stays parked with Ada's, and the next run writes them again, in order
+    assert len(stored()) == 2
+    drain()
+    assert stored() == []
+    [company] = sandbox.state.snapshot()["companies"]
+    assert company["Employees"] == 2

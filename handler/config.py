@@ -34,8 +34,12 @@ CONFIG_KEYS = frozenset(
         "eventVersionMap",
         "personMap",
         "companyMap",
+        "eventFilteringOption",
+        "whitelistedEvents",
+        "blacklistedEvents",
     }
 )
+FILTERING_OPTIONS = ("disable", "whitelistedEvents", "blacklistedEvents")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,17 @@ class Destination:
     event_versions: Mapping[str, str] = field(default_factory=dict)
     person_map: tuple[tuple[str, str], ...] = ()
     company_map: tuple[tuple[str, str], ...] = ()
+    # RudderStack's event filtering for track events: "disable", or which names are allowed or blocked.
+    filtering: str = "disable"
+    filtered_names: frozenset[str] = frozenset()
+
+    def filters_out(self, event_name: str) -> bool:
+        """Whether a track event of this name is kept out of Gainsight (and its quota)."""
+        if self.filtering == "whitelistedEvents":
+            return event_name.strip() not in self.filtered_names
+        if self.filtering == "blacklistedEvents":
+            return event_name.strip() in self.filtered_names
+        return False
 
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -231,4 +246,30 @@ def parse_destination(
         event_versions={source.casefold(): target for source, target in _pairs(config, "eventVersionMap")},
         person_map=_pairs(config, "personMap"),
         company_map=_pairs(config, "companyMap"),
+        **_filtering(config),
     )
+
+
+def _filtering(config: Mapping[str, Any]) -> dict[str, Any]:
+    """RudderStack's `eventFilteringOption` with its `whitelistedEvents` / `blacklistedEvents` lists."""
+    option = _optional_text(config, "eventFilteringOption") or "disable"
+    if option not in FILTERING_OPTIONS:
+        raise ConfigurationError(
+            f"destination config key eventFilteringOption must be one of {', '.join(FILTERING_OPTIONS)}, got {option!r}"
+        )
+    if option == "disable":
+        return {}
+    entries = config.get(option) or []
+    if not isinstance(entries, list):
+        raise ConfigurationError(f"destination config key {option} must be a list of {{'eventName'}} objects")
+    names = set()
+    for position, entry in enumerate(entries):
+        name = entry.get("eventName") if isinstance(entry, dict) else None
+        if name in (None, ""):
+            continue  # RudderStack's dashboard saves an empty row by default
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigurationError(
+                f"destination config key {option}[{position}].eventName must be a non-empty string"
+            )
+        names.add(name.strip())
+    return {"filtering": option, "filtered_names": frozenset(names)}

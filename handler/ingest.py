@@ -377,7 +377,7 @@ def _drain_page(
             settled.append(Settled(stored, DONE))
             report.delivered += 1
             continue
-        if outcome.outcome == "rejected":
+        if outcome.outcome in ("rejected", "filtered"):
             # The sender was told "deferred": this log line, the metrics and the kept record carry why.
             logger.warning(
                 "parked event rejected", extra={"message_id": stored.record.message_id, "reason": outcome.code}
@@ -487,6 +487,11 @@ def _operations(
     operations: list[tuple[int, mapping.Operation]] = []
     rejected: dict[int, Outcome] = {}
     for r in records:
+        name = r.event.get("event") if r.kind == "track" else None
+        if isinstance(name, str) and destination.filters_out(name):
+            reason = f"event {name} is filtered out by eventFilteringOption"
+            rejected[r.index] = Outcome("filtered", 200, reason, "filtered")
+            continue
         try:
             operations.append((r.index, mapping.operation(r.event, destination, link_only=r.link_only)))
         except DestinationError as error:
@@ -536,7 +541,7 @@ def _observe(
         extra={
             **extra,
             "events": len(records),
-            **{outcome: by_outcome[outcome] for outcome in ("delivered", "deferred", "rejected", "failed")},
+            **{outcome: by_outcome[outcome] for outcome in ("delivered", "deferred", "filtered", "rejected", "failed")},
             "gainsight_calls": len(calls.calls),
             "duration_ms": round(seconds * 1000, 1),
             "errors": dict(errors) if errors else None,

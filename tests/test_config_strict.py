@@ -54,6 +54,7 @@ def test_every_known_key_is_accepted() -> None:
         "tenantId": "t",
         "topicName": "p",
         "contractId": "c",
+        "eventFilteringOption": "blacklistedEvents",
     }
     # Then it parses
     assert parse_destination(json.dumps(config), "key", None).tenant_id == "t"

@@ -412,7 +412,8 @@ def _judge(
     return lost, duplicated, stale
 
 
-# More seeds for a soak: FAULT_SEEDS="1 2 3 4 5" .venv/bin/pytest tests/test_durability.py -k fault_run
+# More seeds for a soak: FAULT_SEEDS="1 2 3 4 5" .venv/bin/pytest -s tests/test_durability.py -k fault_run
+# (FAULT_DEBUG=1 also prints, for a stale person or company, the order expected and the writes made).
 SEEDS = [int(seed) for seed in os.environ.get("FAULT_SEEDS", "11 23 37").split()]
 
 

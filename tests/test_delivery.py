@@ -198,15 +198,13 @@ def test_a_429_slows_every_call_down_together(sandbox: Sandbox) -> None:
     sandbox.fail(Fault(status=429, retry_after="1"))
     # When 30 tracks go out on 8 concurrent connections
     reply = post("/v1/batch", {"batch": [track(message_id=str(n)) for n in range(30)]})
-    # Then all are delivered, and no call started after the 429 until the pause was over (calls
-    # already on their way when the 429 was answered may still arrive in its first moments, all the
-    # more on a busy machine: the window left out is generous, the pause is a whole second)
+    # Then all are delivered, and during the pause only calls already on their way when the 429 came
+    # back reached Gainsight (at most the 7 other connections): without a shared backoff, the other
+    # 29 would all have gone out at once
     assert set(reply.outcomes) == {"delivered"}
     throttled = next(c for c in sandbox.state.calls if c.status == 429)
-    started_during_pause = [
-        c for c in sandbox.state.calls if throttled.answered + 0.4 < c.at < throttled.answered + 0.95
-    ]
-    assert started_during_pause == []
+    during_pause = [c for c in sandbox.state.calls if throttled.answered < c.at < throttled.answered + 0.95]
+    assert len(during_pause) <= 7
     assert len(sandbox.state.snapshot()["events"]) == 30
 
 

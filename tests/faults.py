@@ -30,31 +30,37 @@ class AwsFaults:
     die_after_rate: float = 0.0  # the function dies just after the call succeeded
     only: frozenset[str] | None = None
     log: list[str] = field(default_factory=list)
-    dead: bool = False
     on_death: Callable[[str], None] | None = None
 
     def install(self, client: Any) -> None:
         events = client.meta.events
         if getattr(client, "_faults_installed", None) is self:
             return
+        client._faults_dead = False  # a client belongs to one function: dead with it, for good
+
+        def before_call(**kwargs: Any) -> None:
+            self._before_call(client=client, **kwargs)
+
+        def after_call(**kwargs: Any) -> None:
+            self._after_call(client=client, **kwargs)
+
         events.register("before-parameter-build.dynamodb.*", self._before_build, unique_id="faults-build")
-        events.register("before-call.dynamodb.*", self._before_call, unique_id="faults-before")
-        events.register("after-call.dynamodb.*", self._after_call, unique_id="faults-after")
+        events.register("before-call.dynamodb.*", before_call, unique_id="faults-before")
+        events.register("after-call.dynamodb.*", after_call, unique_id="faults-after")
         client._faults_installed = self
 
     def _applies(self, operation: str) -> bool:
         return self.only is None or operation in self.only
 
-    def _die(self, where: str) -> None:
+    def _die(self, where: str, client: Any) -> None:
         self.log.append(where)
-        self.dead = True
+        client._faults_dead = True
         if self.on_death is not None:
             self.on_death(where)
         raise FunctionDied(where)
 
     def revive(self) -> None:
-        """A new container (a new Lambda) takes over."""
-        self.dead = False
+        """A new container (a new Lambda) takes over: its new client is alive; the dead one stays dead."""
 
     def _before_build(self, params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
         # A partial batch: some items are held back from the real call and reported unprocessed.
@@ -73,21 +79,21 @@ class AwsFaults:
         rest = {k: v for k, v in request.items() if k != "Keys"} if model.name == "BatchGetItem" else {}
         context["held_back"] = (table, held, rest)
 
-    def _before_call(self, model: Any, context: dict[str, Any], **_: Any) -> None:
-        if self.dead:
+    def _before_call(self, model: Any, context: dict[str, Any], client: Any, **_: Any) -> None:
+        if client._faults_dead:
             # A dead function makes no more calls: its other threads stop at their next one.
             raise FunctionDied(f"already dead before {model.name}")
         if not self._applies(model.name):
             return
         draw = self.rng.random()
         if draw < self.die_before_rate:
-            self._die(f"died before {model.name}")
+            self._die(f"died before {model.name}", client)
         if draw < self.die_before_rate + self.error_rate:
             code = self.rng.choice(ERROR_CODES)
             self.log.append(f"{code} on {model.name}")
             raise ClientError({"Error": {"Code": code, "Message": "injected"}}, model.name)
 
-    def _after_call(self, parsed: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
+    def _after_call(self, parsed: dict[str, Any], model: Any, context: dict[str, Any], client: Any, **_: Any) -> None:
         held = context.pop("held_back", None)
         if held is not None and "Error" not in parsed:
             table, items, rest = held
@@ -96,4 +102,4 @@ class AwsFaults:
             else:
                 parsed.setdefault("UnprocessedItems", {})[table] = items
         if self._applies(model.name) and "Error" not in parsed and self.rng.random() < self.die_after_rate:
-            self._die(f"died after {model.name}")
+            self._die(f"died after {model.name}", client)

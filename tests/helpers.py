@@ -67,7 +67,10 @@ def stored(state: str = "parked") -> list[Any]:
     records, start = [], None
     store = EventStore(EVENT_TABLE, boto3.client("dynamodb"))
     while True:
-        page, start = store._queue_page(state, {"hi": "~"}, start, 100)
+        if state == "parked":
+            page, start = store.parked_page("~", start)
+        else:
+            page, start = store.rejected_page("0", "~", start)
         records += page
         if start is None:
             return records

@@ -531,6 +531,8 @@ def test_fault_run_loses_duplicates_and_reorders_nothing(sandbox: Sandbox, monke
         f"lost {len(lost)}, duplicated {len(duplicated)}, stale {len(stale)} {stale[:3]}, parked {len(stored())}; "
         f"Gainsight calls {state['calls']['total']}"
     )
+    if os.environ.get("FAULT_DEBUG"):
+        print("AWS LOG", aws.log)
     assert lost == []
     assert duplicated == []
     assert stale == []
@@ -558,6 +560,22 @@ def test_a_batch_of_many_people_still_sees_the_one_who_waits(sandbox: Sandbox) -
 
     items = boto3.client("dynamodb").scan(TableName=EVENT_TABLE)["Items"]
     assert sum(int(i["parked"]["N"]) for i in items if i["sk"]["S"] == "count") == 0
+
+
+def test_the_fault_harness_never_changes_what_the_caller_sends_again(sandbox: Sandbox) -> None:
+    # A batch call cut short and then failing must leave the caller's request whole, as the SDK
+    # does: our retry of it must ask for every key again.
+    import boto3
+    from botocore.exceptions import ClientError
+
+    from devtools.local import EVENT_TABLE
+
+    client = boto3.client("dynamodb")
+    AwsFaults(random.Random(1), partial_rate=1.0, error_rate=1.0).install(client)
+    request = {EVENT_TABLE: {"Keys": [{"pk": {"S": f"k{n}"}, "sk": {"S": "event"}} for n in range(5)]}}
+    with pytest.raises(ClientError):
+        client.batch_get_item(RequestItems=request)
+    assert len(request[EVENT_TABLE]["Keys"]) == 5
 
 
 class FailFirst:

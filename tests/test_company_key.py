@@ -77,7 +77,9 @@ def test_a_group_event_without_the_key_is_rejected_naming_it(sandbox: Sandbox) -
     reply = post("/v1/batch", {"batch": batch})
     # Then only the one without it is rejected, and the reason names the key and where it is read
     assert reply.outcomes == ["delivered", "rejected"]
-    assert reply.body["results"][1]["error"] == "company key SfdcAccountId is required for group (from traits.accountId)"
+    assert (
+        reply.body["results"][1]["error"] == "company key SfdcAccountId is required for group (from traits.accountId)"
+    )
     assert [(c["Name"], c["SfdcAccountId"]) for c in companies(sandbox)] == [("Acme", "0015g00000XyZ")]
 
 

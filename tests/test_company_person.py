@@ -39,6 +39,7 @@ def test_mapped_traits_become_the_persons_attributes_on_the_company(sandbox: San
 
 
 def test_without_the_mapping_the_link_is_as_before(sandbox: Sandbox) -> None:
+    configure(sandbox, companyPersonMap=[])
     reply = post("/v1/group", group("Acme", role="Admin"))
     assert reply.outcomes == ["delivered"]
     [company] = sandbox.state.snapshot()["companies"]

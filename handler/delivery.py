@@ -170,7 +170,8 @@ class Delivery:
     Each person's work is a chain: their merged People PUT, then their track events, which start
     in event order and run concurrently. A transient failure holds what of that person has not
     started yet, so it is parked behind the failed event instead of overtaking it. Chains of
-    different people run concurrently.
+    different people run concurrently. Timeline activities go last, batched across chains, once
+    every company of the batch is written.
     """
 
     def __init__(self, gainsight: Gainsight, executor: Executor, cache: CompanyCache) -> None:

@@ -193,6 +193,21 @@ def test_an_activity_waits_behind_its_companys_parked_group_event(sandbox: Sandb
     assert [a["GsCompanyId"] for a in activities(sandbox)] == [company["Gsid"]]
 
 
+def test_an_activity_in_the_batch_of_its_companys_failed_write_waits_for_it(
+    sandbox: Sandbox, fake_clock: FakeClock
+) -> None:
+    # Given Acme's lookup failing, and another user's activity on Acme in the same batch
+    with_timeline(sandbox)
+    sandbox.fail(Fault(status=503, operation="company_query", times=4))
+    reply = post("/v1/batch", {"batch": [group("Acme", email="admin@example.com"), seats(user="u2")]})
+    # Then both are parked, the activity not sent to a company that is not written yet
+    assert reply.outcomes == ["deferred", "deferred"]
+    assert sandbox.state.count("activity_insert") == 0
+    # and the drain delivers both, in order
+    assert drain()["delivered"] == 2
+    assert len(activities(sandbox)) == 1
+
+
 def test_an_activity_finds_its_company_by_the_company_key(sandbox: Sandbox) -> None:
     # Given companies matched by an external id, and the activity's company in a property
     with_timeline(

@@ -251,7 +251,8 @@ def worst_case_run() -> dict[str, Any]:
     parsed = intake.events_of(intake.parse_json(intake.body_bytes(body, False, None)), None)
     records = [record.read(n, event, record.sequence(time.time_ns(), "bench", n)) for n, event in enumerate(parsed)]
     table = store.EventStore("bench", dynamodb=None)
-    changes = [(r, [table._park_action(r, "down", "timeout")], dict.fromkeys(r.entities, 1)) for r in records]
+    changes = [store.Change(r, [table._park_action(r, "down", "timeout")], dict.fromkeys(r.entities, 1), 1)
+               for r in records]  # fmt: skip
     transactions = len(store._chunks(changes))
     reason = "queued for retry: Gainsight timed out (ReadTimeoutError)"
     answer = json.dumps({"results": [ingest._result(r, Outcome("deferred", 202, reason)) for r in records]})

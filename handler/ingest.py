@@ -222,32 +222,24 @@ def _record(
             # A group event whose company was written waits only for the person's link.
             parked = dataclasses.replace(r, link_only=True, entities=r.person) if r.index in written else r
             to_park.append((parked, outcome.error, outcome.code))
-    # Track events are remembered always (exactly once); other applied events only when the request
-    # parks something, since only then could a retry of it be parked behind a newer event. Before
-    # parking: a function that dies in between leaves nothing parked that the retry could queue behind.
-    remember = [
-        r
-        for r in fresh
-        if r.index in outcomes and outcomes[r.index].outcome == "delivered" and (r.kind == "track" or to_park)
-    ]
-    # Except the group events written together with a company whose older group event now waits only
-    # for its link: they are recorded in that event's own park transaction. If it cannot be parked,
-    # a retry of the batch writes the older traits again and then these, in order.
-    linked: dict[str, list[Record]] = {}
-    together: set[str] = set()
-    for parked, _, _ in to_park:
-        if parked.link_only:
-            companies = {e for e in _record_of(fresh, parked).entities if e.startswith("company:")}
-            # Each with the first such event only: a transaction may name an item once.
-            mine = [r for r in remember if companies.intersection(r.entities) and r.event_id not in together]
-            linked[parked.event_id] = mine
-            together.update(r.event_id for r in mine)
-    remember = [r for r in remember if r.event_id not in together]
-    if remember and (unrecorded := store.mark_done(remember, deadline)):
+    # Applied events are remembered, so a sender's retry does not apply them again: track events
+    # always (exactly once); the others of a person or company that parks something, written with
+    # the parked ones in request order: were an older one neither parked nor remembered, a retry
+    # would park it behind a newer one.
+    lanes = record.components(fresh, companies=True)
+    parking = {lanes[r.index] for r, _, _ in to_park}
+    delivered = [r for r in fresh if r.index in outcomes and outcomes[r.index].outcome == "delivered"]
+    in_order = [r for r in delivered if lanes[r.index] in parking]
+    remember = [r for r in delivered if r.kind == "track" and lanes[r.index] not in parking]
+    keys = {r.event_id: lanes[r.index] for r in fresh}
+    failures = store.park(to_park, deadline, done=in_order, lanes=keys) if to_park else {}
+    unrecorded = {r.event_id for r in in_order if r.event_id in failures}
+    if remember:
+        unrecorded |= store.mark_done(remember, deadline)
+    if unrecorded:
         # Delivered all the same: the event is not parked or published again by us; only a sender's
         # retry of this batch could apply it twice.
         logger.error("delivered events could not be recorded", extra={"events": len(unrecorded)})
-    failures = store.park(to_park, deadline, done_with=linked) if to_park else {}
     for r, reason, code in to_park:
         error = failures.get(r.event_id)
         if error is not None:
@@ -263,11 +255,6 @@ def _record(
     if kept and (lost := store.keep_rejected(kept, deadline)):
         logger.error("rejected events could not be kept for replay", extra={"events": len(lost)})
     return changed
-
-
-def _record_of(records: Sequence[Record], parked: Record) -> Record:
-    """The request's record of a parked one (which may have been narrowed to its person)."""
-    return next(r for r in records if r.index == parked.index)
 
 
 def _worth_keeping(outcome: Outcome) -> bool:
@@ -423,7 +410,9 @@ def _drain_page(
     settled = [
         item for item in settled if not (item.state == DONE and rewrite.intersection(item.stored.record.entities))
     ]
-    unsettled = parts.store.settle(settled, deadline) if settled else set()
+    lanes = record.components(records, companies=True)
+    keys = {r.event_id: lanes[r.index] for r in records}
+    unsettled = parts.store.settle(settled, deadline, keys) if settled else set()
     if unsettled:
         # Delivered or rejected, but not recorded: this container remembers them and records them
         # on its next run instead of delivering them again (they hold their entities until then).

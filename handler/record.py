@@ -83,9 +83,10 @@ def digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
-def components(records: Sequence[Record]) -> dict[int, str]:
+def components(records: Sequence[Record], *, companies: bool = False) -> dict[int, str]:
     """Index -> chain key: records linked through a shared person identifier form one chain, so
-    an identify carrying userId and email and a later track carrying only the userId run in order."""
+    an identify carrying userId and email and a later track carrying only the userId run in order.
+    With `companies`, records naming the same company are linked too."""
     parent: dict[str, str] = {}
 
     def find(key: str) -> str:
@@ -94,11 +95,14 @@ def components(records: Sequence[Record]) -> dict[int, str]:
             key = parent[key]
         return key
 
+    def keys(record: Record) -> tuple[str, ...]:
+        return (record.entities if companies else record.person) or (f"event:{record.index}",)
+
     for record in records:
-        person = record.person or (f"event:{record.index}",)
-        for other in person[1:]:
-            parent[find(other)] = find(person[0])
-    return {r.index: find((r.person or (f"event:{r.index}",))[0]) for r in records}
+        own = keys(record)
+        for other in own[1:]:
+            parent[find(other)] = find(own[0])
+    return {r.index: find(keys(r)[0]) for r in records}
 
 
 def held_behind(records: Iterable[Record], blocked: set[str]) -> set[int]:

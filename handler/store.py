@@ -38,6 +38,7 @@ HEAD_TTL_SECONDS = 30 * 24 * 3600  # a head untouched this long has no parked ev
 # How many events are parked in all, as a few counters (a transaction picks one, so concurrent
 # transactions rarely touch the same item). While it is 0, a request skips reading entity heads.
 PARKED_SHARDS = 8
+LANES = 8  # transactions of one request or drain run in flight at once (each lane in order)
 RETRYABLE_CODES = frozenset(
     {
         "ProvisionedThroughputExceededException",
@@ -50,8 +51,15 @@ RETRYABLE_CODES = frozenset(
 )
 
 
-# A record's own transaction items, and how each of its entities' parked count moves.
-Change = tuple[Record, list[dict[str, Any]], dict[str, int]]
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One record's part of a transaction: its own items, how each of its entities' parked count
+    moves, and how it moves the number of parked events (+1 parked, -1 settled, 0 neither)."""
+
+    record: Record
+    actions: list[dict[str, Any]]
+    heads: dict[str, int]
+    parked: int
 
 
 class StoreError(DestinationError):
@@ -151,29 +159,24 @@ class EventStore:
         parked: Sequence[tuple[Record, str | None, str | None]],
         deadline: float,
         *,
-        done_with: Mapping[str, Sequence[Record]] | None = None,
+        done: Sequence[Record] = (),
+        lanes: Mapping[str, str] | None = None,
     ) -> dict[str, StoreError]:
-        """Store each (record, reason, code) as parked, with its entities' heads, one transaction per
-        chunk. An event already stored (a sender's retry) is left as it is. Returns the event ids that
-        could not be stored, with why; every other one is durably parked when this returns.
-        `done_with`: events to record as delivered in the same transaction as a parked one."""
+        """Store each (record, reason, code) as parked with its entities' heads, and each `done`
+        record as delivered, in the order of the request (`Record.index`). An event already stored
+        (a sender's retry) is left as it is. Returns the event ids that could not be stored, with
+        why; every other one is durably stored when this returns.
+
+        Records with the same `lanes` key (event id -> key: those of one person or company) are
+        written in order, one transaction after another, and none after one that failed: what is
+        stored of them is always a prefix of the request. A sender's retry then never finds a newer
+        event parked while an older one of it was neither parked nor recorded as delivered."""
         expires = int(self.clock()) + self.done_ttl
-        changes = [
-            (
-                r,
-                [self._park_action(r, reason, code)]
-                + [
-                    {"Put": {"TableName": self.table, "Item": _done_item(d, expires)}}
-                    for d in (done_with or {}).get(r.event_id, ())
-                ],
-                dict.fromkeys(r.entities, 1),
-            )
-            for r, reason, code in parked
-        ]
-        failures: dict[str, StoreError] = {}
-        for result in self._map(lambda chunk: self._commit(chunk, deadline, +1), _chunks(changes)):
-            failures |= result
-        return failures
+        changes = [Change(r, [self._park_action(r, reason, code)], dict.fromkeys(r.entities, 1), +1)
+                   for r, reason, code in parked]  # fmt: skip
+        changes += [Change(r, [{"Put": {"TableName": self.table, "Item": _done_item(r, expires)}}], {}, 0)
+                    for r in done]  # fmt: skip
+        return self._commit_in_order(sorted(changes, key=lambda c: c.record.index), deadline, lanes)
 
     def mark_done(self, records: Sequence[Record], deadline: float) -> set[str]:
         """Remember these events as delivered for `done_ttl_seconds`, so a sender's retry is not
@@ -214,18 +217,17 @@ class EventStore:
                 fresh.append(_stored(item, stored.record.event_id))
         return fresh
 
-    def settle(self, settled: Sequence[Settled], deadline: float) -> set[str]:
-        """Turn parked records into done or rejected ones and lower their entities' heads, one
-        transaction per chunk. Returns the event ids whose settling could not be recorded."""
+    def settle(self, settled: Sequence[Settled], deadline: float, lanes: Mapping[str, str] | None = None) -> set[str]:
+        """Turn parked records (given oldest first) into done or rejected ones and lower their
+        entities' heads; those with the same `lanes` key in order, as `park` does, so an older
+        event is never left parked behind a newer one settled. Returns the event ids whose
+        settling could not be recorded."""
         now = int(self.clock())
         changes = [
-            (item.stored.record, [self._settle_action(item, now)], dict.fromkeys(item.stored.record.entities, -1))
-            for item in settled
+            Change(s.stored.record, [self._settle_action(s, now)], dict.fromkeys(s.stored.record.entities, -1), -1)
+            for s in settled
         ]
-        failed: set[str] = set()
-        for result in self._map(lambda chunk: self._commit(chunk, deadline, -1), _chunks(changes)):
-            failed |= set(result)
-        return failed
+        return set(self._commit_in_order(changes, deadline, lanes))
 
     def retry_later(
         self,
@@ -254,14 +256,16 @@ class EventStore:
             ":seq": {"S": record.seq},
         }
         dropped = [e for e in record.entities if e not in record.person] if link_only and not record.link_only else []
+        condition = "#s = :parked AND seq = :seq"
         if dropped:
             update += ", linkOnly = :true, entities = :entities"
             values |= {":true": {"BOOL": True}, ":entities": {"L": [{"S": e} for e in record.person]}}
+            condition += " AND attribute_not_exists(linkOnly)"  # the company's head is lowered once
         action = {
             "TableName": self.table,
             "Key": {"pk": {"S": _pk_event(record.event_id)}, "sk": {"S": "event"}},
             "UpdateExpression": update,
-            "ConditionExpression": "#s = :parked AND seq = :seq",
+            "ConditionExpression": condition,
             "ExpressionAttributeNames": {"#s": "state"},
             "ExpressionAttributeValues": values,
         }
@@ -269,7 +273,8 @@ class EventStore:
             self._call("update_item", **action)  # type: ignore[arg-type]
             return
         items = [{"Update": action}, *self._head_actions(dict.fromkeys(dropped, -1))]
-        self._call("transact_write_items", TransactItems=items)
+        # Our retries of it carry the same token: DynamoDB applies the transaction once.
+        self._call("transact_write_items", TransactItems=items, ClientRequestToken=str(uuid.uuid4()))
 
     def replay(self, rejected: Sequence[Stored], seqs: Sequence[str], deadline: float) -> set[str]:
         """Park rejected events again, as if accepted now (at `seqs`). Returns those that could not be."""
@@ -293,11 +298,8 @@ class EventStore:
                     },
                 }
             }
-            changes.append((record, [update], dict.fromkeys(record.entities, 1)))
-        failed: set[str] = set()
-        for result in self._map(lambda chunk: self._commit(chunk, deadline, +1), _chunks(changes)):
-            failed |= set(result)
-        return failed
+            changes.append(Change(record, [update], dict.fromkeys(record.entities, 1), +1))
+        return set(self._commit_in_order(changes, deadline, None))
 
     # -- items -----------------------------------------------------------------------------
 
@@ -396,21 +398,49 @@ class EventStore:
 
     # -- calls -----------------------------------------------------------------------------
 
-    def _commit(self, chunk: list[Change], deadline: float, parked: int) -> dict[str, StoreError]:
+    def _commit_in_order(
+        self, changes: Sequence[Change], deadline: float, lanes: Mapping[str, str] | None
+    ) -> dict[str, StoreError]:
+        """Commit the changes: those sharing a `lanes` key one transaction after another, in the
+        order given, stopping at the first that fails; different keys concurrently."""
+        groups: dict[str, list[Change]] = {}
+        for change in changes:
+            event_id = change.record.event_id
+            groups.setdefault((lanes or {}).get(event_id, event_id), []).append(change)
+        # Whole groups, largest first, each into the lane with the least work so far.
+        queues: list[list[Change]] = [[] for _ in range(min(len(groups), LANES))]
+        for group in sorted(groups.values(), key=len, reverse=True):
+            min(queues, key=len).extend(group)
+
+        def run(queue: list[Change]) -> dict[str, StoreError]:
+            chunks = _chunks(queue)
+            for n, chunk in enumerate(chunks):
+                if failures := self._commit(chunk, deadline):
+                    later = [change for rest in chunks[n + 1 :] for change in rest]
+                    return failures | _failed(later, "not stored: an earlier event of the request could not be")
+            return {}
+
+        failures: dict[str, StoreError] = {}
+        for result in self._map(run, [queue for queue in queues if queue]):
+            failures |= result
+        return failures
+
+    def _commit(self, chunk: list[Change], deadline: float) -> dict[str, StoreError]:
         """One transaction for the chunk: each record's own items, then its entities' heads moved by
-        the sum of the changes. A record whose own item fails its condition (already parked, or
-        already settled) is dropped and the rest committed; conflicts and throttling are retried.
-        `parked`: how each record moves the number of parked events (+1, -1)."""
+        the sum of the changes, and a counter by how many records were parked or settled. A record
+        whose own item fails its condition (already parked, or already settled) is dropped and the
+        rest committed; conflicts and throttling are retried."""
         pending = list(chunk)
         token = str(uuid.uuid4())  # the same token for a retry of the same items: DynamoDB applies it once
         attempt = 0
         while pending:
             heads: dict[str, int] = {}
-            for _, _, changes in pending:
-                for entity, change in changes.items():
-                    heads[entity] = heads.get(entity, 0) + change
-            own = [action for _, actions, _ in pending for action in actions]
-            counter = self._count_action(parked * len(pending)) if parked else []
+            for change in pending:
+                for entity, moved in change.heads.items():
+                    heads[entity] = heads.get(entity, 0) + moved
+            own = [action for change in pending for action in change.actions]
+            parked = sum(change.parked for change in pending)
+            counter = self._count_action(parked) if parked else []
             try:
                 self.dynamodb.transact_write_items(
                     TransactItems=own + self._head_actions(heads) + counter, ClientRequestToken=token
@@ -587,13 +617,12 @@ def _chunks(changes: list[Change]) -> list[list[Change]]:
     own: int = 0
     entities: set[str] = set()
     for change in changes:
-        _, actions, heads = change
-        if chunks[-1] and own + len(actions) + len(entities | set(heads)) + 1 > MAX_TRANSACTION_ACTIONS:
+        if chunks[-1] and own + len(change.actions) + len(entities | set(change.heads)) + 1 > MAX_TRANSACTION_ACTIONS:
             chunks.append([])
             own, entities = 0, set()
         chunks[-1].append(change)
-        own += len(actions)
-        entities |= set(heads)
+        own += len(change.actions)
+        entities |= set(change.heads)
     return [chunk for chunk in chunks if chunk]
 
 
@@ -601,13 +630,13 @@ def _refused_records(pending: list[Change], reasons: list[str]) -> set[int]:
     """Positions (in `pending`) of records whose own item failed its condition."""
     refused: set[int] = set()
     position = 0
-    for n, (_, actions, _) in enumerate(pending):
+    for n, change in enumerate(pending):
         if position < len(reasons) and reasons[position] == "ConditionalCheckFailed":
             refused.add(n)
-        position += len(actions)
+        position += len(change.actions)
     return refused
 
 
 def _failed(pending: list[Change], message: str) -> dict[str, StoreError]:
     error = StoreError(message)
-    return {record.event_id: error for record, _, _ in pending}
+    return {change.record.event_id: error for change in pending}

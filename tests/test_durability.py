@@ -453,7 +453,7 @@ def test_fault_run_loses_duplicates_and_reorders_nothing(sandbox: Sandbox, monke
     print(
         f"\nfault run (seed {seed}): {len(events)} events, last answers {dict(outcomes)}; function died "
         f"{len(died)} times; AWS faults {len(aws.log)}; lost answers from Gainsight {lost_answers}; "
-        f"lost {len(lost)}, duplicated {len(duplicated)}, stale {len(stale)}, still parked {len(stored())}; "
+        f"lost {len(lost)}, duplicated {len(duplicated)}, stale {len(stale)} {stale[:3]}, parked {len(stored())}; "
         f"Gainsight calls {state['calls']['total']}"
     )
     assert lost == []

@@ -151,6 +151,8 @@ class SharedQuota:
             return False
         item = self._read()
         now = self.clock()
+        if int(item.get("day", -1)) == int(now // DAY_SECONDS) and int(item.get("dayUsed", 0)) >= self.budget.per_day:
+            return False  # the day's budget is spent: nothing frees up before midnight UTC
         times = [t for t in item.get("times", []) if t > now - self.budget.window_seconds]
         free_at = max(float(item.get("pausedUntil", 0)), (min(times) + self.budget.window_seconds) if times else now)
         delay = max(0.05, free_at - now)

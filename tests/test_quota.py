@@ -96,6 +96,16 @@ def test_the_daily_budget_is_counted_and_enforced(clock: Clock) -> None:
     assert takes(quota(clock, per_window=100, per_day=150), 10) == 10
 
 
+def test_the_drain_does_not_wait_for_a_day_whose_budget_is_spent(clock: Clock) -> None:
+    # Given the day's budget spent
+    assert takes(quota(clock, per_window=100, per_day=20), 20) == 20
+    # When the drain (which may wait) wants another call
+    drain = quota(clock, per_window=100, per_day=20, wait=True)
+    # Then it is told at once that there is none, instead of polling until its run ends
+    assert drain.take() is False
+    assert clock.slept == []
+
+
 def test_the_drain_waits_for_room_instead_of_failing(clock: Clock) -> None:
     # Given a window spent by someone else
     assert takes(quota(clock), 10) == 10

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 import uuid
 import warnings
@@ -237,6 +238,7 @@ def moto_aws(*, host: str = "127.0.0.1", port: int = 0) -> Iterator[LocalAws]:
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
+    isolate_moto_dynamodb()
     server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
     _, port = server.get_host_and_port()
@@ -254,6 +256,25 @@ def moto_aws(*, host: str = "127.0.0.1", port: int = 0) -> Iterator[LocalAws]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def isolate_moto_dynamodb() -> None:
+    """One DynamoDB request at a time in moto, as DynamoDB isolates them. moto's backend is not
+    thread-safe: a failed transaction puts back a copy of the whole table taken when it began,
+    wiping what concurrent requests wrote meanwhile (real DynamoDB never loses those)."""
+    from moto.dynamodb.responses import DynamoHandler
+
+    original = DynamoHandler.call_action
+    if getattr(original, "isolated", False):
+        return
+    lock = threading.Lock()
+
+    def call_action(self: Any) -> Any:
+        with lock:
+            return original(self)
+
+    call_action.isolated = True  # type: ignore[attr-defined]
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
 
 
 def quiet_powertools() -> None:

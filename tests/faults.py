@@ -75,9 +75,11 @@ class AwsFaults:
             return
         keep = self.rng.randrange(1, len(items))
         held = items[keep:]
-        del items[keep:]
-        self.log.append(f"partial {model.name}")
+        # A new request for this call only: the caller's own (which it may send again) is untouched.
         rest = {k: v for k, v in request.items() if k != "Keys"} if model.name == "BatchGetItem" else {}
+        kept = {**rest, "Keys": items[:keep]} if model.name == "BatchGetItem" else items[:keep]
+        params["RequestItems"] = {table: kept}
+        self.log.append(f"partial {model.name}")
         context["held_back"] = (table, held, rest)
 
     def _before_call(self, model: Any, context: dict[str, Any], client: Any, **_: Any) -> None:

@@ -195,7 +195,6 @@ def copy_each_table_once_per_transaction() -> None:
         return
     original = models.DynamoDBBackend.transact_write_items
     local = threading.local()
-    serial = threading.Lock()
 
     class CopyOnce:
         @staticmethod
@@ -208,14 +207,12 @@ def copy_each_table_once_per_transaction() -> None:
             return cache[id(value)]
 
     def transact_write_items(self: Any, transact_items: Any) -> None:
-        # moto's backend is not thread-safe: a table copied while another request writes to it
-        # fails the copy ("dictionary changed size"). Transactions are serialised here.
-        with serial:
-            local.tables = {}
-            try:
-                original(self, transact_items)
-            finally:
-                local.tables = None
+        # One request at a time already (devtools.local.isolate_moto_dynamodb).
+        local.tables = {}
+        try:
+            original(self, transact_items)
+        finally:
+            local.tables = None
 
     transact_write_items.copies_once = True  # type: ignore[attr-defined]
     models.copy = CopyOnce  # type: ignore[assignment]

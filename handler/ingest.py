@@ -542,6 +542,8 @@ def _observe(
     if calls.quota_used_today is not None:
         config = settings()
         metrics.add_metric(name="QuotaUsedToday", unit=MetricUnit.Count, value=calls.quota_used_today)
+        left = max(0, config.quota_per_day - calls.quota_used_today)
+        metrics.add_metric(name="QuotaLeftToday", unit=MetricUnit.Count, value=left)
         share = 100.0 * calls.quota_used_today / config.quota_per_day
         metrics.add_metric(name="QuotaUsedTodayPercent", unit=MetricUnit.Percent, value=round(share, 2))
     rejected_key = sum(1 for c in calls.calls if c.auth_rejected)

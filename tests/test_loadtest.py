@@ -1,5 +1,5 @@
-"""The load test's harness at one small level: its report has every figure and, even against the
-quota with no shared limiter, nothing is lost or duplicated. Figures belong to `make loadtest`."""
+"""The load test's harness at one small level: its report has every figure, and against the
+sandbox's quota nothing is lost or duplicated. Figures belong to `make loadtest`."""
 
 from __future__ import annotations
 

@@ -38,9 +38,10 @@ class Workload:
     """Seeded synthetic traffic: users belong to companies; each batch is what a server-side SDK
     flushes in a few seconds, i.e. the events of the users active in that window."""
 
-    def __init__(self, *, users: int, companies: int, active: int, seed: int = 42) -> None:
+    def __init__(self, *, users: int, companies: int, active: int, seed: int = 42, activities: float = 0.0) -> None:
         self.rng = random.Random(seed)
         self.active = active
+        self.activities = activities  # share of track events that are Seats Added (Timeline activities)
         self.companies = [
             {
                 "name": f"Company {n:03}",
@@ -87,6 +88,10 @@ class Workload:
             company = self.companies[user["company"]]
             traits = company | {"users": self.rng.randint(1, 300)}
             return base | {"type": "group", "groupId": company["name"], "traits": traits}
+        if self.activities and self.rng.random() < self.activities:
+            company = self.companies[user["company"]]
+            context = base["context"] | {"groupId": company["name"]}  # the demo config's company key is Name
+            return base | {"type": "track", "event": "Seats Added", "properties": {"seats": 5}, "context": context}
         return base | {
             "type": "track",
             "event": self.rng.choice(DEMO_EVENT_NAMES)["from"],
@@ -377,6 +382,12 @@ def call_rows(row: Any, calls: dict[str, Any], sandbox: Sandbox, args: argparse.
     spread = calls_run(sandbox, [uniform.batch(args.size) for _ in range(args.batches)])
     row("  no locality (batches from all users)", f"{spread['calls'] / spread['events']:.2f}",
         f"ratio {spread['calls'] / spread['baseline']:.2f}")  # fmt: skip
+    timeline = Workload(users=args.users, companies=args.companies, active=args.active, activities=0.5)
+    activities = calls_run(sandbox, [timeline.batch(args.size) for _ in range(args.batches)])
+    inserted = len(sandbox.state.activities)
+    row("  with Timeline activities (half the track events)", f"{activities['calls'] / activities['events']:.2f}",
+        f"ratio {activities['calls'] / activities['baseline']:.2f}; {inserted} activities in "
+        f"{sandbox.state.count('activity_insert')} calls; outcomes {json.dumps(activities['outcomes'])}")  # fmt: skip
     row("outcomes", json.dumps(calls["outcomes"]))
     aws: AwsMeter = calls["aws"]
     row("AWS calls per event (happy path)", f"{sum(aws.calls.values()) / calls['events']:.3f}",

@@ -2,6 +2,11 @@
 ../shared/docs/gainsight-api.md, holds people, companies and events in memory, counts every
 call, and can be told to misbehave (latency, 429, 5xx, timeouts, dropped connections, quota).
 
+Timeline activities (`POST /v1/ant/es/activity`): at most MAX_ACTIVITY_RECORDS records a call,
+each answered on its own (`data.records[i].success`); an ExternalId already stored is refused
+for that record (GSTL_1009) and never creates a second activity. The real single-insert limit of
+~200 calls per minute is not modelled apart from the shared quota.
+
 A development tool: it is never deployed. Run it alone with `python -m devtools.gainsight_sandbox`.
 """
 
@@ -15,8 +20,9 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -34,6 +40,12 @@ COMPANY_NUMBERS = {"Employees", "CustomerlifetimeInMonths", "LifecycleInWeeks", 
 COMPANY_DATES = {"OriginalContractDate", "RenewalDate"}
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ][0-9:.]+(Z|[+-]\d{2}:?\d{2})?)?$")
 MAX_RECORDS = 50
+# A person's fields on a company (the People PUT's company link), besides custom __gc ones.
+COMPANY_PERSON_FIELDS = {"Title", "Role", "IsPrimaryCompany", "Active", "Manager"}
+MAX_ACTIVITY_RECORDS = 25
+ACTIVITY_TYPES = {"Update", "Call", "Meeting", "Email", "Milestone"}
+ACTIVITY_REQUIRED = ("ContextName", "TypeName", "ExternalId", "Subject", "ActivityDate", "Author")
+USERS = ("csm@example.com", "success-team@example.com")  # the tenant's Gainsight users (activity authors)
 
 OPERATIONS = {
     ("PUT", "/v1.0/api/people"): "person_upsert",
@@ -42,6 +54,7 @@ OPERATIONS = {
     ("PUT", "/v1/data/objects/Company"): "company_update",
     ("POST", "/v1/data/objects/query/Company"): "company_query",
     ("POST", "/v1.0/api/eventManager/event"): "event_publish",
+    ("POST", "/v1/ant/es/activity"): "activity_insert",
 }
 
 
@@ -94,6 +107,8 @@ class SandboxState:
         self.people: dict[str, dict[str, Any]] = {}
         self.companies: dict[str, dict[str, Any]] = {}  # Gsid -> record
         self.events: list[dict[str, Any]] = []
+        self.activities: dict[str, dict[str, Any]] = {}  # ExternalId -> activity
+        self.users = {email: gsid() for email in USERS}
         self.calls: list[Call] = []
         self.lost_answers: list[Call] = []  # calls carried out whose answer was dropped
         self.faults = Faults()
@@ -106,13 +121,15 @@ class SandboxState:
             self.people.clear()
             self.companies.clear()
             self.events.clear()
+            self.activities.clear()
             self.calls.clear()
             self.lost_answers.clear()
             self.faults = Faults()
             self._window = (0.0, 0)
 
-    def company_by_name(self, name: str) -> dict[str, Any] | None:
-        return next((c for c in self.companies.values() if c.get("Name") == name), None)
+    def company_by(self, **values: Any) -> dict[str, Any] | None:
+        """The first company whose fields have these values."""
+        return next((c for c in self.companies.values() if all(c.get(k) == v for k, v in values.items())), None)
 
     def count(self, operation: str | None = None) -> int:
         with self.lock:
@@ -124,6 +141,7 @@ class SandboxState:
                 "people": list(self.people.values()),
                 "companies": list(self.companies.values()),
                 "events": list(self.events),
+                "activities": list(self.activities.values()),
                 "calls": {op: self.count(op) for op in sorted(set(OPERATIONS.values()))} | {"total": self.count()},
             }
 
@@ -187,17 +205,23 @@ class Refused(Exception):
         self.status, self.code, self.desc, self.data = status, code, desc, data
 
 
-def _company_errors(record: Any, state: SandboxState, *, insert: bool) -> list[dict[str, Any]]:
+def _company_errors(record: Any, state: SandboxState, keys: list[str]) -> list[dict[str, Any]]:
+    """Why a company record cannot be written: inserted when `keys` is empty, else updated by them."""
     if not isinstance(record, dict):
         return [{"errorCode": "GSOBJ_1007", "fieldName": None, "invalidValue": record}]
     errors = []
     name = record.get("Name")
-    if not isinstance(name, str) or not name:
+    missing = [key for key in keys if record.get(key) in (None, "")]
+    match = state.company_by(**{key: record[key] for key in keys}) if keys and not missing else None
+    if (not keys or "Name" in record) and (not isinstance(name, str) or not name):
         errors.append({"errorCode": "GSOBJ_1005", "fieldName": "Name", "invalidValue": name})
-    elif insert and state.company_by_name(name):
+    elif missing:
+        errors.append({"errorCode": "GSOBJ_1005", "fieldName": missing[0], "invalidValue": None})
+    elif keys and match is None:
+        errors.append({"errorCode": "GSOBJ_1011", "fieldName": keys[0], "invalidValue": record[keys[0]]})
+    elif name is not None and state.company_by(Name=name) not in (None, match):
+        # Names are unique in this tenant: an insert, or a rename, onto another company's name
         errors.append({"errorCode": "GSOBJ_1009", "fieldName": "Name", "invalidValue": name})
-    elif not insert and not state.company_by_name(name):
-        errors.append({"errorCode": "GSOBJ_1011", "fieldName": "Name", "invalidValue": name})
     for key, value in record.items():
         if key not in COMPANY_FIELDS and not key.endswith("__gc"):
             errors.append({"errorCode": "GSOBJ_1002", "fieldName": key, "invalidValue": value})
@@ -214,11 +238,14 @@ def write_companies(state: SandboxState, body: Any, *, insert: bool, keys: str |
         raise Refused(400, "GSOBJ_1001", "records are required")
     if len(records) > MAX_RECORDS:
         raise Refused(400, "GSOBJ_1010", f"at most {MAX_RECORDS} records per call")
-    if not insert and keys != "Name":
-        raise Refused(400, "GSOBJ_1008", "keys=Name is required for an update")
-    names = [r.get("Name") for r in records if isinstance(r, dict)]
-    per_record = [_company_errors(r, state, insert=insert) for r in records]
-    if len(set(names)) != len(names):
+    key_fields = [] if insert else [key for key in (keys or "").split(",") if key]
+    if not insert and not 1 <= len(key_fields) <= 3:
+        raise Refused(400, "GSOBJ_1008", "keys (one to three fields, e.g. keys=Name) are required for an update")
+    identities = [
+        json.dumps([r.get(key) for key in key_fields or ["Name"]], default=str) for r in records if isinstance(r, dict)
+    ]
+    per_record = [_company_errors(r, state, key_fields) for r in records]
+    if len(set(identities)) != len(identities):
         per_record = [errs or [{"errorCode": "GSOBJ_1009", "fieldName": "Name"}] for errs in per_record]
     if any(per_record):
         first = next(e for errs in per_record for e in errs)
@@ -227,7 +254,7 @@ def write_companies(state: SandboxState, body: Any, *, insert: bool, keys: str |
         raise Refused(400, first["errorCode"], desc, {"count": 0, "records": None, "errors": errors})
     written = []
     for record in records:
-        existing = state.company_by_name(record["Name"])
+        existing = state.company_by(**{key: record[key] for key in key_fields}) if key_fields else None
         if existing is None:
             existing = {"Gsid": gsid()}
             state.companies[existing["Gsid"]] = existing
@@ -270,6 +297,14 @@ def upsert_person(state: SandboxState, body: Any) -> dict[str, Any]:
             missing = [c["Company_ID"] for c in value if c["Company_ID"] not in state.companies]
             if missing:
                 raise Refused(400, "GSOBJ_1003", f"Invalid GSID ({missing[0]})")
+            unknown = [
+                k
+                for c in value
+                for k in c
+                if k != "Company_ID" and k not in COMPANY_PERSON_FIELDS and not k.endswith("__gc")
+            ]
+            if unknown:
+                raise Refused(400, "GSOBJ_1002", f"Invalid field (companies.{unknown[0]})")
         elif key not in PERSON_FIELDS and not key.endswith("__gc"):
             raise Refused(400, "GSOBJ_1002", f"Invalid field ({key})")
     person = state.people.setdefault(email, {"Gsid": gsid(), "companies": []})
@@ -278,6 +313,9 @@ def upsert_person(state: SandboxState, body: Any) -> dict[str, Any]:
             for link in value:
                 if link["Company_ID"] not in person["companies"]:
                     person["companies"].append(link["Company_ID"])
+                attributes = {k: v for k, v in link.items() if k != "Company_ID"}
+                if attributes:  # the person's fields on that company
+                    person.setdefault("companyPerson", {}).setdefault(link["Company_ID"], {}).update(attributes)
         else:
             person[key] = value
     return {"count": 1, "errors": None, "records": [{"Gsid": person["Gsid"]}]}
@@ -301,6 +339,74 @@ def publish_event(state: SandboxState, headers: dict[str, str], body: Any) -> di
         }
     )
     return {"count": 1, "errors": None, "records": [{"eventId": str(uuid.uuid4())}]}
+
+
+def _lookup(lookups: Any, name: str, object_name: str) -> tuple[str, str]:
+    """A lookup's record field and the field of `object_name` it matches."""
+    spec = lookups.get(name) if isinstance(lookups, dict) else None
+    fields = spec.get("fields") if isinstance(spec, dict) else None
+    if not isinstance(spec, dict) or not isinstance(fields, dict) or len(fields) != 1:
+        raise Refused(400, "GSTL_1006", f"lookups.{name} must match one field of {object_name}")
+    if spec.get("objectName") != object_name:
+        raise Refused(400, "GSTL_1006", f"lookups.{name} must match one field of {object_name}")
+    [(record_field, object_field)] = fields.items()
+    return str(record_field), str(object_field)
+
+
+def _activity_error(
+    record: Any, state: SandboxState, company: tuple[str, str], author: tuple[str, str]
+) -> tuple[dict[str, Any] | None, Mapping[str, Any]]:
+    """Why an activity cannot be inserted (or None), and what its lookups resolved to."""
+    if not isinstance(record, dict):
+        return {"errorCode": "GSTL_1001", "errorDesc": "an activity must be an object"}, {}
+    missing = [key for key in ACTIVITY_REQUIRED if record.get(key) in (None, "")]
+    if missing:
+        return {"errorCode": "GSTL_1001", "errorDesc": f"{missing[0]} is required"}, {}
+    if str(record["ExternalId"]) in state.activities:
+        return {"errorCode": "GSTL_1009", "errorDesc": f"ExternalId {record['ExternalId']} exists already"}, {}
+    if record["ContextName"] != "Company":
+        return {"errorCode": "GSTL_1001", "errorDesc": f"ContextName {record['ContextName']} is not supported"}, {}
+    if record["TypeName"] not in ACTIVITY_TYPES:
+        return {"errorCode": "GSTL_1002", "errorDesc": f"Invalid activity type ({record['TypeName']})"}, {}
+    try:
+        dated = datetime.fromisoformat(str(record["ActivityDate"])).tzinfo is not None
+    except ValueError:
+        dated = False
+    if not dated:
+        return {"errorCode": "GSTL_1005", "errorDesc": f"Invalid ActivityDate ({record['ActivityDate']})"}, {}
+    user = state.users.get(str(record.get(author[0]))) if author[1] == "Email" else None
+    if user is None:
+        return {"errorCode": "GSTL_1004", "errorDesc": f"No match for lookup AuthorId ({record.get(author[0])})"}, {}
+    match = state.company_by(**{company[1]: record.get(company[0])})
+    if match is None:
+        desc = f"No match for lookup GsCompanyId ({company[1]} = {record.get(company[0])})"
+        return {"errorCode": "GSTL_1003", "errorDesc": desc}, {}
+    return None, {"GsCompanyId": match["Gsid"], "AuthorId": user}
+
+
+def insert_activities(state: SandboxState, body: Any) -> dict[str, Any]:
+    records = body.get("records") if isinstance(body, dict) else None
+    if not isinstance(records, list) or not records:
+        raise Refused(400, "GSTL_1001", "records are required")
+    if len(records) > MAX_ACTIVITY_RECORDS:
+        raise Refused(400, "GSTL_1010", f"at most {MAX_ACTIVITY_RECORDS} records per call")
+    company = _lookup(body.get("lookups"), "GsCompanyId", "Company")
+    author = _lookup(body.get("lookups"), "AuthorId", "GsUser")
+    ids = [str(r.get("ExternalId")) for r in records if isinstance(r, dict)]
+    if len(set(ids)) != len(ids):
+        raise Refused(400, "GSTL_1011", "ExternalId must be unique within a request")
+    results = []
+    for record in records:
+        error, resolved = _activity_error(record, state, company, author)
+        if error is not None:
+            external = record.get("ExternalId") if isinstance(record, dict) else None
+            results.append({"success": False, "ExternalId": external, "Gsid": None, "errors": [error]})
+            continue
+        activity = {**record, **resolved, "Gsid": gsid()}
+        state.activities[str(record["ExternalId"])] = activity
+        results.append({"success": True, "ExternalId": record["ExternalId"], "Gsid": activity["Gsid"], "errors": None})
+    created = sum(1 for r in results if r["success"])
+    return {"count": created, "errors": None, "records": results}
 
 
 class SandboxHandler(BaseHTTPRequestHandler):
@@ -406,6 +512,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
                     ),
                     "company_query": lambda: query_companies(state, body),
                     "event_publish": lambda: publish_event(state, headers, body),
+                    "activity_insert": lambda: insert_activities(state, body),
                 }
                 data = handlers[operation]()
             except Refused as refused:

@@ -31,6 +31,17 @@ PARAMS = {
 }
 DEMO_EVENT_NAMES = [{"from": "Ticket Closed", "to": "ticket_closed"}, {"from": "Feature Used", "to": "feature_used"}]
 DEMO_EVENT_VERSIONS = [{"from": "Ticket Closed", "to": "1.0"}, {"from": "Feature Used", "to": "2.1"}]
+DEMO_TIMELINE = [
+    {
+        "eventName": "Seats Added",
+        "activityType": "Update",
+        "subject": "{{seats}} seats added",
+        "notes": "{{seats}} seats added by {{email}} (plan {{plan}})",
+        "author": "csm@example.com",
+    }
+]
+# make run's companies are matched by their groupId, kept in an external id field.
+DEMO_COMPANY_KEY = {"field": "ExternalId__gc", "from": "groupId"}
 
 
 def demo_config(domain: str) -> dict[str, Any]:
@@ -44,6 +55,8 @@ def demo_config(domain: str) -> dict[str, Any]:
         "eventVersionMap": DEMO_EVENT_VERSIONS,
         "personMap": [{"from": "plan", "to": "Plan__gc"}],
         "companyMap": [{"from": "region", "to": "Region__gc"}],
+        "companyPersonMap": [{"from": "title", "to": "Title"}, {"from": "role", "to": "Role"}],
+        "timelineMap": DEMO_TIMELINE,
     }
 
 

@@ -37,9 +37,39 @@ CONFIG_KEYS = frozenset(
         "eventFilteringOption",
         "whitelistedEvents",
         "blacklistedEvents",
+        "companyKey",
+        "companyPersonMap",
+        "timelineMap",
     }
 )
 FILTERING_OPTIONS = ("disable", "whitelistedEvents", "blacklistedEvents")
+# A Gainsight field name: it goes into the update call's query string (?keys=...), so nothing else.
+_FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class CompanyKey:
+    """What identifies a company in Gainsight: a Company field, and where a group event holds its value."""
+
+    field: str = "Name"
+    trait: str | None = "name"  # the group event's trait holding the value; None: its groupId
+
+    @property
+    def source(self) -> str:
+        return "groupId" if self.trait is None else f"traits.{self.trait}"
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineActivity:
+    """How one track event becomes a Timeline activity on its company."""
+
+    activity_type: str
+    subject: str  # templates: {{property}} is replaced by the event's property (see mapping.render)
+    notes: str
+    author: str  # a Gainsight user's email
+    company_property: str | None = None  # the property naming the company; None: context.groupId
+    events_framework: bool = False  # also published to the Events Framework
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +88,10 @@ class Destination:
     # RudderStack's event filtering for track events: "disable", or which names are allowed or blocked.
     filtering: str = "disable"
     filtered_names: frozenset[str] = frozenset()
+    company_key: CompanyKey = CompanyKey()
+    company_person_map: tuple[tuple[str, str], ...] = ()  # group trait -> the person's field on the company
+    # Keys are casefolded, as for event_names.
+    timeline: Mapping[str, TimelineActivity] = field(default_factory=dict)
 
     def filters_out(self, event_name: str) -> bool:
         """Whether a track event of this name is kept out of Gainsight (and its quota)."""
@@ -235,6 +269,8 @@ def parse_destination(
         raise ConfigurationError("destination config key domain is required")
     if not access_key.strip():
         raise ConfigurationError("the access key parameter (ACCESS_KEY_PARAM) is empty")
+    event_names = {source.casefold(): target for source, target in _pairs(config, "eventNameMap")}
+    event_versions = {source.casefold(): target for source, target in _pairs(config, "eventVersionMap")}
     return Destination(
         base_url=base_url(domain, allowed_hosts=allowed_hosts, allow_loopback=allow_loopback),
         access_key=access_key.strip(),
@@ -242,12 +278,103 @@ def parse_destination(
         tenant_id=_optional_text(config, "tenantId"),
         topic_name=_optional_text(config, "topicName"),
         contract_id=_optional_text(config, "contractId"),
-        event_names={source.casefold(): target for source, target in _pairs(config, "eventNameMap")},
-        event_versions={source.casefold(): target for source, target in _pairs(config, "eventVersionMap")},
+        event_names=event_names,
+        event_versions=event_versions,
         person_map=_pairs(config, "personMap"),
         company_map=_pairs(config, "companyMap"),
         **_filtering(config),
+        company_key=_company_key(config),
+        company_person_map=_pairs(config, "companyPersonMap"),
+        timeline=_timeline(config, event_names.keys() & event_versions.keys()),
     )
+
+
+def _company_key(config: Mapping[str, Any]) -> CompanyKey:
+    """`companyKey`: {"field": "ExternalId__gc", "from": "groupId" | "traits.<name>"}; Name when absent."""
+    value = config.get("companyKey")
+    if not value:
+        return CompanyKey()
+    shape = 'an object {"field": "<Company field>", "from": "groupId" or "traits.<name>"}'
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"destination config key companyKey must be {shape}")
+    unknown = sorted(set(value) - {"field", "from"})
+    if unknown:
+        raise ConfigurationError(f"destination config key companyKey.{unknown[0]} is not known; companyKey is {shape}")
+    name, source = value.get("field"), value.get("from")
+    if not isinstance(name, str) or not _FIELD_NAME.match(name.strip()):
+        raise ConfigurationError(
+            "destination config key companyKey.field must be a Gainsight field name (letters, digits, _)"
+        )
+    name = name.strip()
+    if name == "Name":
+        if source not in (None, "", "traits.name"):
+            raise ConfigurationError("destination config key companyKey.from must be traits.name when field is Name")
+        return CompanyKey()
+    if source in (None, "", "groupId"):
+        return CompanyKey(name, None)
+    trait = source[len("traits.") :].strip() if isinstance(source, str) and source.startswith("traits.") else ""
+    if not trait:
+        raise ConfigurationError(
+            f"destination config key companyKey.from must be groupId or traits.<name>, got {source!r}"
+        )
+    return CompanyKey(name, trait)
+
+
+TIMELINE_KEYS = frozenset(
+    {"eventName", "activityType", "subject", "notes", "author", "companyProperty", "eventsFramework"}
+)
+
+
+def _timeline(config: Mapping[str, Any], published: Collection[str]) -> dict[str, TimelineActivity]:
+    """`timelineMap`: which track events become Timeline activities, and how; `published`: the
+    (casefolded) event names the Events Framework mappings cover."""
+    entries = config.get("timelineMap") or []
+    if not isinstance(entries, list):
+        raise ConfigurationError(
+            "destination config key timelineMap must be a list of"
+            " {'eventName', 'activityType', 'subject', 'notes', 'author'} objects"
+        )
+    activities: dict[str, TimelineActivity] = {}
+    for position, entry in enumerate(entries):
+        where = f"destination config key timelineMap[{position}]"
+        if not isinstance(entry, dict):
+            raise ConfigurationError(f"{where} must be an object")
+        if not any(entry.get(key) not in (None, "") for key in TIMELINE_KEYS):
+            continue  # RudderStack's dashboard saves an empty row by default
+        unknown = sorted(set(entry) - TIMELINE_KEYS)
+        if unknown:
+            raise ConfigurationError(f"{where}.{unknown[0]} is not known (known: {', '.join(sorted(TIMELINE_KEYS))})")
+        text = {}
+        for key in ("eventName", "activityType", "subject", "notes", "author", "companyProperty"):
+            value = entry.get(key)
+            required = key in ("eventName", "activityType", "subject", "author")
+            if value in (None, "") and not required:
+                continue
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigurationError(f"{where}.{key} must be a non-empty string")
+            text[key] = value.strip()
+        if not _EMAIL.match(text["author"]):
+            raise ConfigurationError(f"{where}.author must be a Gainsight user's email")
+        both = entry.get("eventsFramework", False)
+        if not isinstance(both, bool):
+            raise ConfigurationError(f"{where}.eventsFramework must be true or false")
+        name = text["eventName"].casefold()
+        if name in activities:
+            raise ConfigurationError(f"{where}.eventName {text['eventName']} is mapped twice")
+        if both and name not in published:
+            raise ConfigurationError(
+                f"{where}.eventsFramework is true, but eventNameMap and eventVersionMap do not both map"
+                f" {text['eventName']}"
+            )
+        activities[name] = TimelineActivity(
+            activity_type=text["activityType"],
+            subject=text["subject"],
+            notes=text.get("notes", ""),
+            author=text["author"],
+            company_property=text.get("companyProperty"),
+            events_framework=both,
+        )
+    return activities
 
 
 def _filtering(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from errors import DestinationError, GainsightError
-from gainsight import MAX_WRITE_RECORDS, REAL_CLOCK, Clock, Gainsight
-from mapping import CompanyUpsert, EventPublish, Operation, PersonUpsert, email_key
+from gainsight import MAX_ACTIVITY_RECORDS, MAX_WRITE_RECORDS, REAL_CLOCK, Clock, Gainsight
+from mapping import ActivityInsert, CompanyUpsert, EventPublish, Operation, PersonUpsert, activity_lookups, email_key
 
-QUERY_CHUNK = 100  # names per IN query: keeps the request body small and the answer under 5,000 rows
+QUERY_CHUNK = 100  # key values per IN query: keeps the request body small and the answer under 5,000 rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +40,9 @@ def outcome_of(error: DestinationError) -> Outcome:
 
 @dataclass
 class CompanyWrite:
-    """Every group event's traits for one company, merged in event order (later values win)."""
+    """Every group event's traits for one company (by its key value), merged in event order (later values win)."""
 
-    name: str
+    key: str
     fields: dict[str, Any] = field(default_factory=dict)
     parts: list[tuple[int, Mapping[str, Any]]] = field(default_factory=list)  # each event's own traits
 
@@ -66,14 +66,15 @@ class PersonWrite:
 @dataclass
 class Plan:
     companies: dict[str, CompanyWrite] = field(default_factory=dict)
-    links: dict[str, list[int]] = field(default_factory=dict)  # company name -> link-only group events
+    links: dict[str, list[int]] = field(default_factory=dict)  # company key -> link-only group events
     # chain key -> email key -> that person's write, in first-seen order
     people: dict[str, dict[str, PersonWrite]] = field(default_factory=dict)
     events: dict[str, list[tuple[int, EventPublish]]] = field(default_factory=dict)  # tracks by chain key
+    activities: dict[str, list[tuple[int, ActivityInsert]]] = field(default_factory=dict)  # by chain key
 
 
 def plan(operations: Iterable[tuple[int, Operation]], chains: Mapping[int, str] | None = None) -> Plan:
-    """Group a batch's operations (given in event order) by company name and by chain: events
+    """Group a batch's operations (given in event order) by company key and by chain: events
     linked through a person identifier share a chain key (see record.components); within a chain,
     one write per email."""
     result = Plan()
@@ -82,11 +83,14 @@ def plan(operations: Iterable[tuple[int, Operation]], chains: Mapping[int, str] 
         if isinstance(op, EventPublish):
             result.events.setdefault(key, []).append((index, op))
             continue
+        if isinstance(op, ActivityInsert):
+            result.activities.setdefault(key, []).append((index, op))
+            continue
         if isinstance(op, CompanyUpsert):
             if op.link_only:
-                result.links.setdefault(op.name, []).append(index)
+                result.links.setdefault(op.key, []).append(index)
             else:
-                company = result.companies.setdefault(op.name, CompanyWrite(op.name))
+                company = result.companies.setdefault(op.key, CompanyWrite(op.key))
                 company.fields.update(op.fields)
                 company.parts.append((index, op.fields))
         people = result.people.setdefault(key, {})
@@ -99,38 +103,41 @@ def plan(operations: Iterable[tuple[int, Operation]], chains: Mapping[int, str] 
 def person_body(
     email: str, parts: Iterable[tuple[int, PersonUpsert | CompanyUpsert]], gsids: Mapping[str, str]
 ) -> dict:
-    """One People PUT for `parts`: identify fields merged in order, company links united."""
+    """One People PUT for `parts`: identify fields merged in order, company links united, each
+    link's person attributes (companyPersonMap) merged in order."""
     body: dict[str, Any] = {"Email": email}
-    companies: list[str] = []
+    links: dict[str, dict[str, Any]] = {}
     for _, op in parts:
         if isinstance(op, PersonUpsert):
             body.update(op.fields)
-        elif gsids[op.name] not in companies:
-            companies.append(gsids[op.name])
+        else:
+            links.setdefault(gsids[op.key], {}).update(op.link)
     body["Email"] = email
-    if companies:
-        body["companies"] = [{"Company_ID": gsid} for gsid in companies]
+    if links:
+        body["companies"] = [{**attributes, "Company_ID": gsid} for gsid, attributes in links.items()]
     return body
 
 
 def expected_calls(work: Plan, lookups: Sequence[str]) -> int:
     """The Gainsight calls a plan needs when nothing fails: lookups, company writes (inserts and
-    updates may both be needed), one People PUT per person, one publish per track event."""
+    updates may both be needed), one People PUT per person, one publish per track event, one
+    Timeline insert per MAX_ACTIVITY_RECORDS activities."""
     company_writes = -(-len(work.companies) // MAX_WRITE_RECORDS) + (1 if work.companies else 0)
     people = sum(len(p) for p in work.people.values())
     tracks = sum(len(t) for t in work.events.values())
-    return -(-len(lookups) // QUERY_CHUNK) + company_writes + people + tracks
+    activities = -(-sum(len(a) for a in work.activities.values()) // MAX_ACTIVITY_RECORDS)
+    return -(-len(lookups) // QUERY_CHUNK) + company_writes + people + tracks + activities
 
 
 def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
-# -- the warm container's Name -> Gsid cache -----------------------------------
+# -- the warm container's company key -> Gsid cache -------------------------------
 
 
 class CompanyCache:
-    """A bounded, short-lived Name -> Gsid map so repeated companies skip the lookup."""
+    """A bounded, short-lived company key -> Gsid map so repeated companies skip the lookup."""
 
     def __init__(self, ttl_seconds: float, max_entries: int = 10_000, clock: Clock = REAL_CLOCK) -> None:
         self.ttl = ttl_seconds
@@ -174,14 +181,17 @@ class Delivery:
     Each person's work is a chain: their merged People PUT, then their track events, which start
     in event order and run concurrently. A transient failure holds what of that person has not
     started yet, so it is parked behind the failed event instead of overtaking it. Chains of
-    different people run concurrently.
+    different people run concurrently. Timeline activities go last, batched across chains, once
+    every company of the batch is written.
     """
 
     def __init__(self, gainsight: Gainsight, executor: Executor, cache: CompanyCache) -> None:
         self.gainsight = gainsight
         self.executor = executor
         self.cache = cache
-        self.scope = gainsight.destination.base_url
+        self.key_field = gainsight.destination.company_key.field
+        # Values of another key field are other companies' keys: cached apart.
+        self.scope = f"{gainsight.destination.base_url}|{self.key_field}"
         self.companies_written: set[int] = set()
 
     def run(
@@ -191,13 +201,13 @@ class Delivery:
         holds the group events whose company write succeeded (whatever became of their link)."""
         work = plan(operations, chains)
         companies = list(work.companies.values())
-        names = [c.name for c in companies] + [name for name in work.links if name not in work.companies]
+        keys = [c.key for c in companies] + [key for key in work.links if key not in work.companies]
         # Company lookups go first: person links wait on them, the rest of the batch does not.
-        cached = {name: gsid for name in names if (gsid := self.cache.get(self.scope, name)) is not None}
+        cached = {key: gsid for key in keys if (gsid := self.cache.get(self.scope, key)) is not None}
         if self.gainsight.quota is not None:
             # One reservation of the tenant's budget for the whole plan, before its first call.
-            self.gainsight.quota.expect(expected_calls(work, [name for name in names if name not in cached]))
-        lookups = self._start_lookup([name for name in names if name not in cached])
+            self.gainsight.quota.expect(expected_calls(work, [key for key in keys if key not in cached]))
+        lookups = self._start_lookup([key for key in keys if key not in cached])
         linked = [key for key, people in work.people.items() if any(p.links for p in people.values())]
         futures: list[Future[Chain]] = [
             self.executor.submit(self._chain, list(work.people.get(key, {}).values()), {}, work.events.get(key, []))
@@ -229,7 +239,67 @@ class Delivery:
             published += started
         for track in published:
             outcomes |= track.result()
+        if work.activities:
+            outcomes |= self._activities(work.activities, outcomes, chains, companies, company_failures)
         return outcomes
+
+    def _activities(
+        self,
+        activities: Mapping[str, list[tuple[int, ActivityInsert]]],
+        outcomes: Mapping[int, Outcome],
+        chains: Mapping[int, str] | None,
+        companies: Sequence[CompanyWrite],
+        company_failures: Mapping[int, GainsightError],
+    ) -> dict[int, Outcome]:
+        """Timeline activities go last, once this batch's companies exist. Those of a chain with an
+        event that could not be delivered, or of a company whose write will be retried, are held:
+        they wait behind it. The rest are inserted MAX_ACTIVITY_RECORDS a call, concurrently; then
+        those also going to the Events Framework are published."""
+        chain_of = chains or {}
+        stalled = {chain_of.get(i, f"event:{i}") for i, outcome in outcomes.items() if outcome.outcome == "failed"}
+        retried = {
+            c.key for c in companies for i in c.events if i in company_failures and company_failures[i].retryable
+        }
+        held = {
+            index: HELD
+            for key, items in activities.items()
+            for index, op in items
+            if key in stalled or op.company in retried
+        }
+        going = [(index, op) for items in activities.values() for index, op in items if index not in held]
+        going.sort(key=lambda item: item[0])  # event order across chains
+        lookups = activity_lookups(self.gainsight.destination.company_key)
+        inserts = [
+            self.executor.submit(self._insert_activities, chunk, lookups)
+            for chunk in chunks(going, MAX_ACTIVITY_RECORDS)
+        ]
+        inserted: dict[int, Outcome] = {}
+        for future in inserts:
+            inserted |= future.result()
+        # Published only once the activity is in: a failed activity parks the event unpublished,
+        # and its retry (the activity then a duplicate, so delivered) publishes it once.
+        publishes = {
+            index: self.executor.submit(self._publish, op.publish)
+            for index, op in going
+            if op.publish is not None and inserted[index].outcome == "delivered"
+        }
+        return held | inserted | {index: future.result() for index, future in publishes.items()}
+
+    def _insert_activities(
+        self, items: Sequence[tuple[int, ActivityInsert]], lookups: Mapping[str, Any]
+    ) -> dict[int, Outcome]:
+        try:
+            errors = self.gainsight.insert_activities([op.record for _, op in items], lookups)
+        except GainsightError as error:
+            if error.retryable or len(items) == 1:
+                return dict.fromkeys((index for index, _ in items), outcome_of(error))
+            # Refused as a whole: split the call to isolate the records it refuses.
+            middle = len(items) // 2
+            return self._insert_activities(items[:middle], lookups) | self._insert_activities(items[middle:], lookups)
+        return {
+            index: DELIVERED if error is None else outcome_of(error)
+            for (index, _), error in zip(items, errors, strict=True)
+        }
 
     def _chain(
         self,
@@ -291,52 +361,56 @@ class Delivery:
         lookups: Lookups,
         links: Mapping[str, list[int]],
     ) -> tuple[dict[str, str], dict[int, GainsightError]]:
-        """Write every company once: Name -> Gsid for those written (or only linked to), event index
+        """Write every company once: key -> Gsid for those written (or only linked to), event index
         -> error for the group events whose company could not be written or found."""
         failed: dict[int, GainsightError] = {}
         if not companies and not links:
             return {}, failed
         found, lookup_errors = self._finish_lookup(lookups)
         # A company we could not look up is not written: inserting it blind could duplicate it.
-        writable = [c for c in companies if c.name not in lookup_errors]
+        writable = [c for c in companies if c.key not in lookup_errors]
         gsids, refused = self._write(writable, {**found, **cached})
         # A refusal can come from what we believed: a cached company deleted since, or one another
         # request created after our lookup. Look those up afresh and write them again, each event's
         # traits on their own when several events named the company, so only bad ones are rejected.
-        again = [c for c in writable if c.name in refused and not refused[c.name].retryable]
+        again = [c for c in writable if c.key in refused and not refused[c.key].retryable]
         for company in again:
-            self.cache.evict(self.scope, company.name)
-        refound, relookup_errors = self._finish_lookup(self._start_lookup([c.name for c in again]))
+            self.cache.evict(self.scope, company.key)
+        refound, relookup_errors = self._finish_lookup(self._start_lookup([c.key for c in again]))
         for company in again:
-            if company.name in relookup_errors:
-                refused[company.name] = relookup_errors[company.name]
+            if company.key in relookup_errors:
+                refused[company.key] = relookup_errors[company.key]
                 continue
-            del refused[company.name]
-            gsid, errors = self._write_parts(company, refound.get(company.name))
+            del refused[company.key]
+            gsid, errors = self._write_parts(company, refound.get(company.key))
             failed.update(errors)
             if gsid is not None:
-                gsids[company.name] = gsid
+                gsids[company.key] = gsid
         for company in companies:
-            error = lookup_errors.get(company.name) or refused.get(company.name)
+            error = lookup_errors.get(company.key) or refused.get(company.key)
             if error is not None:
                 failed.update(dict.fromkeys(company.events, error))
-        for name, indexes in links.items():
-            if name in gsids:
+        for key, indexes in links.items():
+            if key in gsids:
                 continue
-            if (gsid := found.get(name) or cached.get(name)) is not None:
-                gsids[name] = gsid
+            if (gsid := found.get(key) or cached.get(key)) is not None:
+                gsids[key] = gsid
                 continue
             gone = GainsightError(
-                f"company {name} no longer exists in Gainsight", status_code=404, retryable=False, code="no_company"
+                f"company {key} ({self.key_field}) no longer exists in Gainsight",
+                status_code=404,
+                retryable=False,
+                code="no_company",
             )
-            failed.update(dict.fromkeys(indexes, lookup_errors.get(name) or refused.get(name) or gone))
-        for name, gsid in gsids.items():
-            self.cache.put(self.scope, name, gsid)
+            failed.update(dict.fromkeys(indexes, lookup_errors.get(key) or refused.get(key) or gone))
+        for key, gsid in gsids.items():
+            self.cache.put(self.scope, key, gsid)
         return gsids, failed
 
-    def _start_lookup(self, names: list[str]) -> Lookups:
+    def _start_lookup(self, keys: list[str]) -> Lookups:
         return [
-            (chunk, self.executor.submit(self.gainsight.query_companies, chunk)) for chunk in chunks(names, QUERY_CHUNK)
+            (chunk, self.executor.submit(self.gainsight.query_companies, chunk, self.key_field))
+            for chunk in chunks(keys, QUERY_CHUNK)
         ]
 
     def _finish_lookup(self, lookups: Lookups) -> tuple[dict[str, str], dict[str, GainsightError]]:
@@ -352,8 +426,8 @@ class Delivery:
     def _write(
         self, companies: list[CompanyWrite], existing: Mapping[str, str]
     ) -> tuple[dict[str, str], dict[str, GainsightError]]:
-        inserts = [c for c in companies if c.name not in existing]
-        updates = [c for c in companies if c.name in existing]
+        inserts = [c for c in companies if c.key not in existing]
+        updates = [c for c in companies if c.key in existing]
         futures = [
             self.executor.submit(self._write_chunk, list(chunk), insert)
             for batch, insert in ((inserts, True), (updates, False))
@@ -362,23 +436,23 @@ class Delivery:
         gsids: dict[str, str] = {}
         errors: dict[str, GainsightError] = {}
         for future in futures:
-            for name, result in future.result().items():
+            for key, result in future.result().items():
                 if isinstance(result, GainsightError):
-                    errors[name] = result
+                    errors[key] = result
                 else:
-                    gsids[name] = result
+                    gsids[key] = result
         return gsids, errors
 
     def _write_chunk(self, companies: list[CompanyWrite], insert: bool) -> dict[str, str | GainsightError]:
         try:
-            gsids = self.gainsight.write_companies([c.fields for c in companies], insert=insert)
+            gsids = self.gainsight.write_companies([c.fields for c in companies], insert=insert, key=self.key_field)
         except GainsightError as error:
             if error.retryable or len(companies) == 1:
-                return dict.fromkeys((c.name for c in companies), error)
+                return dict.fromkeys((c.key for c in companies), error)
             # Company writes are all-or-nothing: split the refused batch to isolate the bad records.
             middle = len(companies) // 2
             return self._write_chunk(companies[:middle], insert) | self._write_chunk(companies[middle:], insert)
-        return dict(zip((c.name for c in companies), gsids, strict=True))
+        return dict(zip((c.key for c in companies), gsids, strict=True))
 
     def _write_parts(self, company: CompanyWrite, gsid: str | None) -> tuple[str | None, dict[int, GainsightError]]:
         """Write a company once more (merged when one event named it, else each event's traits in
@@ -388,7 +462,9 @@ class Delivery:
         errors: dict[int, GainsightError] = {}
         for position, (index, fields) in enumerate(parts):
             try:
-                [written] = self.gainsight.write_companies([{**fields, "Name": company.name}], insert=gsid is None)
+                [written] = self.gainsight.write_companies(
+                    [{**fields, self.key_field: company.key}], insert=gsid is None, key=self.key_field
+                )
             except GainsightError as error:
                 errors[index] = error
                 if error.retryable:  # its outcome is unknown: writing the later parts could duplicate it

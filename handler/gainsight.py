@@ -30,6 +30,12 @@ MIN_ATTEMPT_SECONDS = 1.0
 AUTH_ERROR_CODES = frozenset({"GS_APIG_2401", "GSOBJ_1024"})
 NOT_FOUND_CODES = frozenset({"GSOBJ_1011"})
 MAX_WRITE_RECORDS = 50
+# Timeline activities per single-insert call: the number Gainsight accepts is not documented; the
+# sandbox refuses more than this (see README, Timeline activities).
+MAX_ACTIVITY_RECORDS = 25
+# How an insert whose ExternalId exists already is refused: undocumented; the sandbox's code. The
+# activity is there, so such a refusal counts as delivered.
+DUPLICATE_ACTIVITY_CODES = frozenset({"GSTL_1009"})
 MAX_QUERY_ROWS = 5000
 
 _pool_lock = threading.Lock()
@@ -247,27 +253,28 @@ class Gainsight:
         """PUT one Person (Email is the key), with company links when present."""
         self._call("person_upsert", "PUT", "/v1.0/api/people", body)
 
-    def query_companies(self, names: Sequence[str]) -> dict[str, str]:
-        """Name -> Gsid for those of `names` that exist."""
+    def query_companies(self, keys: Sequence[str], field: str = "Name") -> dict[str, str]:
+        """Key value -> Gsid for the companies whose `field` is one of `keys`."""
         query = {
-            "select": ["Gsid", "Name"],
+            "select": ["Gsid", field],
             "where": {
-                "conditions": [{"name": "Name", "alias": "A", "value": list(names), "operator": "IN"}],
+                "conditions": [{"name": field, "alias": "A", "value": list(keys), "operator": "IN"}],
                 "expression": "A",
             },
             "limit": MAX_QUERY_ROWS,
             "offset": 0,
         }
         reply = self._call("company_query", "POST", "/v1/data/objects/query/Company", query, absent_ok=True)
-        return {str(r["Name"]): str(r["Gsid"]) for r in _records(reply) if r.get("Name") is not None and r.get("Gsid")}
+        return {str(r[field]): str(r["Gsid"]) for r in _records(reply) if r.get(field) is not None and r.get("Gsid")}
 
-    def write_companies(self, records: Sequence[Mapping[str, Any]], *, insert: bool) -> list[str]:
-        """Insert or update (keyed on Name) up to 50 companies; their Gsids, in order."""
+    def write_companies(self, records: Sequence[Mapping[str, Any]], *, insert: bool, key: str = "Name") -> list[str]:
+        """Insert, or update keyed on `key` (a field name checked by the config), up to 50 companies;
+        their Gsids, in order."""
         if insert:
             reply = self._call("company_insert", "POST", "/v1/data/objects/Company", {"records": list(records)})
         else:
             reply = self._call(
-                "company_update", "PUT", "/v1/data/objects/Company?keys=Name", {"records": list(records)}
+                "company_update", "PUT", f"/v1/data/objects/Company?keys={key}", {"records": list(records)}
             )
         gsids = [str(r.get("Gsid") or "") for r in _records(reply)]
         if len(gsids) != len(records) or not all(gsids):
@@ -278,6 +285,28 @@ class Gainsight:
                 code="no_gsid",
             )
         return gsids
+
+    def insert_activities(
+        self, records: Sequence[Mapping[str, Any]], lookups: Mapping[str, Any]
+    ) -> list[GainsightError | None]:
+        """Insert up to MAX_ACTIVITY_RECORDS Timeline activities; per record, None when it is in
+        Gainsight (created now, or already there under its ExternalId) or the error refusing it.
+
+        Raises:
+            GainsightError: when the whole call failed or was refused.
+        """
+        reply = self._call(
+            "activity_insert", "POST", "/v1/ant/es/activity", {"records": list(records), "lookups": lookups}
+        )
+        results = list(_records(reply))
+        if len(results) != len(records):
+            raise GainsightError(
+                "Gainsight did not answer for every activity sent",
+                status_code=502,
+                retryable=True,
+                code="no_activity_result",
+            )
+        return [_activity_error(result) for result in results]
 
     def publish_event(self, headers: Mapping[str, str], body: Mapping[str, Any]) -> None:
         """POST one Events Framework event."""
@@ -404,6 +433,22 @@ def unreachable(reason: BaseException | None) -> GainsightError:
         return GainsightError(f"Gainsight timed out ({name})", status_code=504, retryable=True, code="timeout")
     return GainsightError(
         f"Gainsight could not be reached ({name})", status_code=502, retryable=True, code="connection"
+    )
+
+
+def _activity_error(result: Mapping[str, Any]) -> GainsightError | None:
+    """One activity's answer: None when it is in Gainsight, else why it was refused."""
+    if result.get("success") is not False:
+        return None
+    errors = [e for e in result.get("errors") or [] if isinstance(e, dict)]
+    codes = {e.get("errorCode") for e in errors}
+    if codes and codes <= DUPLICATE_ACTIVITY_CODES:
+        return None  # its ExternalId is taken: an earlier attempt created it
+    first = errors[0] if errors else {}
+    code = first.get("errorCode") if isinstance(first.get("errorCode"), str) else None
+    detail = f"{code}: {first.get('errorDesc')}" if code and first.get("errorDesc") else str(code or "refused")
+    return GainsightError(
+        f"Gainsight refused the Timeline activity ({detail})", status_code=400, retryable=False, code=code
     )
 
 

@@ -131,13 +131,25 @@ def handle(request: Request, clock: Callable[[], float] = time.time) -> Answer:
     budget = min(config.delivery_budget_seconds, request.remaining_seconds - SAFETY_MARGIN_SECONDS)
     answer_by = started + max(0.0, budget)
     tag = uuid.uuid4().hex
-    records = [record.read(n, event, record.sequence(arrival_ns, tag, n)) for n, event in enumerate(events)]
+    destination = _destination_if_known(config)
+    records = [
+        record.read(n, event, record.sequence(arrival_ns, tag, n), destination) for n, event in enumerate(events)
+    ]
     calls = CallLog()
     outcomes = accept(records, config, parts, answer_by, calls, body_size=len(data))
     status = 503 if any(o.outcome == "failed" for o in outcomes.values()) else 200
     results = [_result(r, outcomes[r.index]) for r in records]
     _observe("request processed", records, outcomes, calls, monotonic_clock.monotonic() - started, status=status)
     return Answer(status, {"results": results})
+
+
+def _destination_if_known(config: Settings) -> Destination | None:
+    """The destination, to read each event's company by its key; None while it cannot be read (the
+    events are parked by _deliver, their companies read by name)."""
+    try:
+        return parameters_store.destination(config)
+    except ConfigurationError:
+        return None
 
 
 def accept(

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
-from config import Destination
+from config import CompanyKey, Destination, TimelineActivity
 from errors import ConfigurationError, EventRejected
 
 # Gainsight Person field -> trait names, in the order they are looked up.
@@ -76,12 +78,13 @@ class PersonUpsert:
 
 @dataclass(frozen=True, slots=True)
 class CompanyUpsert:
-    """group: a Company upsert keyed on Name, then the person's link to it."""
+    """group: a Company upsert keyed on the company key (Name unless configured), then the person's link to it."""
 
-    name: str
+    key: str  # the value of the company key field
     fields: Mapping[str, Any]
     email: str
     link_only: bool = False  # the company was written already (an earlier attempt): only link the person
+    link: Mapping[str, Any] = field(default_factory=dict)  # the person's fields on this company (companyPersonMap)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +96,20 @@ class EventPublish:
     event_id: str = ""
 
 
-Operation = PersonUpsert | CompanyUpsert | EventPublish
+@dataclass(frozen=True, slots=True)
+class ActivityInsert:
+    """track named in timelineMap: one Timeline activity on its company, created at most once (its ExternalId)."""
+
+    company: str  # the value of the company key field
+    record: Mapping[str, Any]
+    publish: EventPublish | None = None  # also to the Events Framework, once the activity is in
+
+
+Operation = PersonUpsert | CompanyUpsert | EventPublish | ActivityInsert
+# The activity record's field that the company lookup reads (see activity_lookups).
+ACTIVITY_COMPANY_FIELD = "Company"
+EXTERNAL_ID_LENGTH = 100
+_PLACEHOLDER = re.compile(r"\{\{\s*([^{}\s]+)\s*\}\}")
 
 
 def event_type(event: Mapping[str, Any]) -> str:
@@ -182,11 +198,40 @@ def person_upsert(event: Mapping[str, Any], destination: Destination) -> PersonU
     return PersonUpsert(email=email, fields=fields)
 
 
+def _key_text(value: Any) -> str | None:
+    """A key value as text; None when missing, empty or not a scalar."""
+    if isinstance(value, str | int | float) and not isinstance(value, bool) and str(value).strip():
+        return str(value).strip()
+    return None
+
+
+def company_key_value(event: Mapping[str, Any], key: CompanyKey) -> str | None:
+    """The value of a group event's company key: its groupId or the configured trait (the name by default)."""
+    if key.trait is None:
+        return _key_text(event.get("groupId"))
+    return _key_text(_object(event.get("traits")).get(key.trait))
+
+
+def company_of(event: Mapping[str, Any], destination: Destination | None = None) -> str | None:
+    """The company an event writes to, by its key value: a group event's, or a track event's that
+    becomes a Timeline activity. Without a destination, a group event's name."""
+    kind = event_type(event)
+    if kind == "group":
+        return company_key_value(event, destination.company_key if destination else CompanyKey())
+    name = event.get("event")
+    if kind == "track" and destination is not None and isinstance(name, str):
+        activity = destination.timeline.get(name.strip().casefold())
+        if activity is not None:
+            return activity_company(event, activity)
+    return None
+
+
 def company_upsert(event: Mapping[str, Any], destination: Destination) -> CompanyUpsert:
     """Map a group event.
 
     Raises:
-        EventRejected: without a company name or user email, or with a field of the wrong type.
+        EventRejected: without a company name, company key value or user email, or with a field of
+            the wrong type.
     """
     traits = _object(event.get("traits"))
     name = traits.get("name")
@@ -194,9 +239,15 @@ def company_upsert(event: Mapping[str, Any], destination: Destination) -> Compan
         raise EventRejected("company name is required for group")
     if not isinstance(name, str | int | float) or isinstance(name, bool):
         raise EventRejected("company name must be a string")
-    email = _email(
-        _object(_object(event.get("context")).get("traits")).get("email"), "user email is required for group"
-    )
+    company_key = destination.company_key
+    key = company_key_value(event, company_key)
+    if key is None:
+        raise EventRejected(
+            f"company key {company_key.field} is required for group (from {company_key.source})",
+            code="no_company_key",
+        )
+    context_traits = _object(_object(event.get("context")).get("traits"))
+    email = _email(context_traits.get("email"), "user email is required for group")
     fields: dict[str, Any] = {}
     for field_name, trait in COMPANY_FIELDS:
         value = traits.get(trait)
@@ -206,9 +257,14 @@ def company_upsert(event: Mapping[str, Any], destination: Destination) -> Compan
         value = traits.get(trait)
         if value is not None:
             fields[target] = value
-    company_name = str(name).strip()
-    fields["Name"] = company_name
-    return CompanyUpsert(name=company_name, fields=fields, email=email)
+    fields["Name"] = str(name).strip()
+    fields[company_key.field] = key
+    link = {}
+    for trait, target in destination.company_person_map:
+        value = _first((traits, context_traits), (trait,))
+        if value is not None:
+            link[target] = value
+    return CompanyUpsert(key=key, fields=fields, email=email, link=link)
 
 
 def _contract_id(event: Mapping[str, Any], destination: Destination) -> str | None:
@@ -260,6 +316,108 @@ def event_publish(event: Mapping[str, Any], destination: Destination) -> EventPu
     return EventPublish(headers=headers, body=body, event_id=event_id(event))
 
 
+def activity_company(event: Mapping[str, Any], activity: TimelineActivity) -> str | None:
+    """The company key value of a track event that becomes an activity: the configured property,
+    else `context.groupId`."""
+    if activity.company_property is not None:
+        return _key_text(_object(event.get("properties")).get(activity.company_property))
+    return _key_text(_object(event.get("context")).get("groupId"))
+
+
+def render(template: str, event: Mapping[str, Any]) -> str:
+    """Replace each {{name}} with the event's property `name`, else its context.traits `name`;
+    missing or null is empty, objects and lists are JSON, booleans true/false."""
+    sources = (_object(event.get("properties")), _object(_object(event.get("context")).get("traits")))
+
+    def value(match: re.Match[str]) -> str:
+        found = _first(sources, (match.group(1),))
+        if found is None:
+            return ""
+        if isinstance(found, bool):
+            return "true" if found else "false"
+        if isinstance(found, dict | list):
+            return json.dumps(found, separators=(",", ":"), ensure_ascii=False)
+        return str(found)
+
+    return _PLACEHOLDER.sub(value, template)
+
+
+def activity_date(event: Mapping[str, Any]) -> str:
+    """The event's timestamp (else originalTimestamp) as ISO 8601 with an offset (UTC when it has none).
+
+    Raises:
+        EventRejected: when it has neither, or it is not a date.
+    """
+    value = event.get("timestamp") or event.get("originalTimestamp")
+    if not isinstance(value, str) or not value.strip():
+        raise EventRejected("timestamp is required for a Timeline activity", code="no_timestamp")
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise EventRejected(f"timestamp {value[:40]!r} is not an ISO 8601 date", code="no_timestamp") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.isoformat(timespec="milliseconds")
+
+
+def external_id(event: Mapping[str, Any]) -> str:
+    """The activity's idempotency key: the event's messageId (a hash of it when very long), so a
+    retried or replayed event can never create a second activity."""
+    value = event_id(event)
+    if len(value) <= EXTERNAL_ID_LENGTH:
+        return value
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def activity_insert(event: Mapping[str, Any], destination: Destination, activity: TimelineActivity) -> ActivityInsert:
+    """Map a track event named in timelineMap.
+
+    Raises:
+        EventRejected: without its company or a valid timestamp (or, when it also goes to the
+            Events Framework, as event_publish does).
+        ConfigurationError: as event_publish, when it also goes to the Events Framework.
+    """
+    company = activity_company(event, activity)
+    if company is None:
+        source = f"properties.{activity.company_property}" if activity.company_property else "context.groupId"
+        raise EventRejected(
+            f"a Timeline activity needs its company: {source} is missing (matched by {destination.company_key.field})",
+            code="no_company",
+        )
+    record = {
+        "ContextName": "Company",
+        "TypeName": activity.activity_type,
+        "ExternalId": external_id(event),
+        "Subject": render(activity.subject, event),
+        "Notes": render(activity.notes, event),
+        "ActivityDate": activity_date(event),
+        "Author": activity.author,
+        ACTIVITY_COMPANY_FIELD: company,
+    }
+    publish = event_publish(event, destination) if activity.events_framework else None
+    return ActivityInsert(company=company, record=record, publish=publish)
+
+
+def activity_lookups(key: CompanyKey) -> dict[str, Any]:
+    """The Timeline API's lookups: the company by its key field, the author by email, each to a Gsid."""
+    return {
+        "GsCompanyId": {
+            "fields": {ACTIVITY_COMPANY_FIELD: key.field},
+            "lookupField": "Gsid",
+            "objectName": "Company",
+            "multiMatchOption": "FIRSTMATCH",
+            "onNoMatch": "ERROR",
+        },
+        "AuthorId": {
+            "fields": {"Author": "Email"},
+            "lookupField": "Gsid",
+            "objectName": "GsUser",
+            "multiMatchOption": "FIRSTMATCH",
+            "onNoMatch": "ERROR",
+        },
+    }
+
+
 def email_key(email: str) -> str:
     """Emails that differ only in case or surrounding spaces are one person."""
     return email.strip().casefold()
@@ -285,8 +443,10 @@ def operation(event: Mapping[str, Any], destination: Destination, *, link_only: 
         return person_upsert(event, destination)
     if kind == "group":
         upsert = company_upsert(event, destination)
-        return CompanyUpsert(upsert.name, upsert.fields, upsert.email, link_only=True) if link_only else upsert
+        return replace(upsert, link_only=True) if link_only else upsert
     if kind == "track":
-        return event_publish(event, destination)
+        name = event.get("event")
+        activity = destination.timeline.get(name.strip().casefold()) if isinstance(name, str) else None
+        return event_publish(event, destination) if activity is None else activity_insert(event, destination, activity)
     shown = event.get("type") if isinstance(event.get("type"), str) and event.get("type") else "(missing)"
     raise EventRejected(f"message type {shown} not supported", code="unsupported_type")

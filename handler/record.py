@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import mapping
+from config import Destination
 
 ENTITY_PREFIXES = ("email:", "user:", "anon:", "company:")
 
@@ -46,9 +47,12 @@ def seq_before(wall_seconds: float) -> str:
     return f"{int(wall_seconds * 1e9):020d}"
 
 
-def entities_of(event: Mapping[str, Any], *, link_only: bool = False) -> tuple[str, ...]:
-    """Every identifier the event carries for a person (email, userId, anonymousId) and, for a group
-    event, its company. Events sharing any of them are kept in the order they were accepted."""
+def entities_of(
+    event: Mapping[str, Any], destination: Destination | None = None, *, link_only: bool = False
+) -> tuple[str, ...]:
+    """Every identifier the event carries for a person (email, userId, anonymousId) and the company
+    it writes to (a group event's, or a Timeline activity's), by the destination's company key (the
+    name without one). Events sharing any of them are kept in the order they were accepted."""
     kind = mapping.event_type(event)
     context_traits = _object(_object(event.get("context")).get("traits"))
     sources = (context_traits,) if kind == "group" else (_object(event.get("traits")), context_traits)
@@ -60,18 +64,18 @@ def entities_of(event: Mapping[str, Any], *, link_only: bool = False) -> tuple[s
         value = event.get(key)
         if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
             found.append(prefix + str(value).strip())
-    if kind == "group" and not link_only:
-        name = _object(event.get("traits")).get("name")
-        if isinstance(name, str | int | float) and not isinstance(name, bool) and str(name).strip():
-            found.append("company:" + str(name).strip())
+    company = None if link_only else mapping.company_of(event, destination)
+    if company is not None:
+        found.append("company:" + company)
     return tuple(found)
 
 
-def read(index: int, event: Any, seq: str) -> Record:
-    """Read one event of a request."""
+def read(index: int, event: Any, seq: str, destination: Destination | None = None) -> Record:
+    """Read one event of a request (its company by `destination`'s company key)."""
     if not isinstance(event, dict):
         return Record(index, event, _content_id(event), seq, "", ())
-    return Record(index, event, mapping.event_id(event), seq, mapping.event_type(event), entities_of(event))
+    kind = mapping.event_type(event)
+    return Record(index, event, mapping.event_id(event), seq, kind, entities_of(event, destination))
 
 
 def digest(value: str) -> str:

@@ -34,6 +34,15 @@ def post(path: str, body: Any, *, gzip_body: bool = False, **kw: Any) -> Reply:
     return Reply(response["statusCode"], json.loads(response["body"]), response)
 
 
+def configure(sandbox: Any, **keys: Any) -> None:
+    """Seed the demo destination config with `keys` added or replaced, and start a fresh container."""
+    from devtools.local import demo_config, seed_parameters
+    from tests.conftest import clear_caches
+
+    seed_parameters(sandbox.url, config=demo_config(sandbox.url) | keys)
+    clear_caches()
+
+
 def identify(email: str | None = "ada@example.com", message_id: str = "m-identify", **traits: Any) -> dict[str, Any]:
     return {
         "type": "identify",

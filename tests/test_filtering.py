@@ -8,15 +8,9 @@ import pytest
 
 from config import parse_destination
 from devtools.gainsight_sandbox import Fault, Sandbox
-from devtools.local import demo_config, drain, seed_parameters
+from devtools.local import drain
 from errors import ConfigurationError
-from tests.conftest import clear_caches
-from tests.helpers import identify, post, stored, track
-
-
-def configure(sandbox: Sandbox, **keys) -> None:
-    seed_parameters(sandbox.url, config=demo_config(sandbox.url) | keys)
-    clear_caches()
+from tests.helpers import configure, identify, post, stored, track
 
 
 def test_a_blacklisted_track_event_is_filtered_and_costs_no_call(sandbox: Sandbox) -> None:

@@ -142,7 +142,7 @@ def test_company_fields(trait, value, field, expected) -> None:
     event = {"type": "group", "traits": {"name": "Acme", trait: value}, "context": {"traits": {"email": "a@x.io"}}}
     op = company_upsert(event, DESTINATION)
     assert op.fields[field] == expected
-    assert (op.name, op.email, op.fields["Name"]) == ("Acme", "a@x.io", "Acme")
+    assert (op.key, op.email, op.fields["Name"]) == ("Acme", "a@x.io", "Acme")
 
 
 @pytest.mark.parametrize(

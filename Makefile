@@ -12,7 +12,7 @@ PYTHON ?= $(shell for p in python3.13 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/ver
 ENV ?= dev
 DRY_RUN ?=
 
-.PHONY: run serve local-stack test lint typecheck template pytest bench build deploy delete logs clean python
+.PHONY: run serve local-stack test lint typecheck template pytest bench loadtest build deploy delete logs clean python
 
 # The interpreter the venv is made with; fails when there is none.
 python:
@@ -54,6 +54,10 @@ pytest: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m devtools.bench
+
+# Sustained load at 0.5x to 5x Gainsight's quota, time-compressed (a few minutes); not part of test.
+loadtest: $(STAMP)
+	$(PY) -m devtools.loadtest $(LOADTEST_ARGS)
 
 # sam build runs python3.13 from PATH: the venv's is first.
 build: $(STAMP)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import re
 import threading
@@ -75,7 +76,8 @@ class Fault:
 class Faults:
     latency: float = 0.0  # seconds added to every call
     scripted: list[Fault] = field(default_factory=list)
-    quota_per_minute: int | None = None  # Gainsight's fixed-window limit; None = unlimited
+    quota_per_minute: int | None = None  # Gainsight's fixed-window limit (calls per window); None = unlimited
+    quota_window: float = 60.0  # the window's seconds: a time-compressed load test shortens it
     quota_retry_after: bool = True
     random_rate: float = 0.0  # share of calls that misbehave at random (5xx, 429, timeout, drop)
     lost_answer_rate: float = 0.0  # share of calls that are carried out and then answered with a dropped connection
@@ -150,7 +152,7 @@ class SandboxState:
                 return False
             start, used = self._window
             now = time.monotonic()
-            if now - start >= 60:
+            if now - start >= self.faults.quota_window:
                 start, used = now, 0
             used += 1
             self._window = (start, used)
@@ -479,7 +481,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
             return
         if state.quota_exceeded():
             self._record(operation, method, url.path, 429, None)
-            headers = {"Retry-After": "60"} if state.faults.quota_retry_after else {}
+            # The whole window, as Gainsight's fixed window says: 60 s unless the window is compressed.
+            retry_after = str(max(1, math.ceil(state.faults.quota_window)))
+            headers = {"Retry-After": retry_after} if state.faults.quota_retry_after else {}
             self._send(429, envelope(ok=False, code="GU_2400", desc="Too many request"), headers)
             return
         status, reply = self._operate(operation, url.query, raw)
@@ -527,6 +531,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
             with state.lock:
                 state.faults.latency = float(spec.get("latency", state.faults.latency))
                 state.faults.quota_per_minute = spec.get("quota_per_minute", state.faults.quota_per_minute)
+                state.faults.quota_window = float(spec.get("quota_window", state.faults.quota_window))
                 state.faults.random_rate = float(spec.get("random_rate", state.faults.random_rate))
                 state.faults.scripted += [Fault(**fault) for fault in spec.get("scripted", [])]
             self._send(200, {"faults": "set"})

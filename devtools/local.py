@@ -230,6 +230,9 @@ LOCAL_ENV = {
     "POWERTOOLS_SERVICE_NAME": "gainsight-destination",
     "POWERTOOLS_METRICS_NAMESPACE": "GainsightDestination",
     "AWS_READ_TIMEOUT_SECONDS": "10",  # moto copies a table for every transaction: slow under load
+    # Local runs and tests are not limited by the tenant's budget unless they ask (tests/test_quota.py);
+    # the sandbox enforces a quota only when told to.
+    "QUOTA_PER_MINUTE": "100000",
     "ALLOW_LOOPBACK_GAINSIGHT": "true",  # the sandbox listens on 127.0.0.1; never set in the template
     **PARAMS,
 }

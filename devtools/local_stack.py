@@ -41,6 +41,8 @@ def container_env(function: str) -> dict[str, str]:
         "GAINSIGHT_ALLOWED_HOSTS": f"{CONTAINER_HOST}:{SANDBOX_PORT}",
         "ALLOW_LOOPBACK_GAINSIGHT": "true",
         "EVENT_TABLE": EVENT_TABLE,
+        "QUOTA_PER_MINUTE": "100",
+        "QUOTA_PER_DAY": "50000",
         "DEDUP_WINDOW_SECONDS": "86400",
         "REJECTED_RETENTION_DAYS": "14",
         "AWS_ENDPOINT_URL": f"http://{CONTAINER_HOST}:{MOTO_PORT}",

@@ -109,11 +109,13 @@ class DeadlineRetry(Retry):
         throttle: Throttle | None = None,
         least: float = 0.0,
         clock: Clock = REAL_CLOCK,
+        quota: Any = None,
         **kw: Any,
     ):
         super().__init__(*args, **kw)
         self.deadline = deadline
         self.clock = clock
+        self.quota = quota  # the tenant's shared budget (quota.SharedQuota): every attempt needs a share
         self.throttle = throttle or Throttle(clock)
         self.least = least  # the time an attempt must have left to be worth starting
 
@@ -122,6 +124,7 @@ class DeadlineRetry(Retry):
         kw.setdefault("throttle", self.throttle)
         kw.setdefault("least", self.least)
         kw.setdefault("clock", self.clock)
+        kw.setdefault("quota", self.quota)
         return super().new(**kw)
 
     def get_backoff_time(self) -> float:
@@ -141,13 +144,21 @@ class DeadlineRetry(Retry):
         if self.clock.monotonic() + retry._delay(response) + self.least > self.deadline:
             reason = error or ResponseError(f"retry would pass the deadline (HTTP {getattr(response, 'status', '-')})")
             raise MaxRetryError(_pool, url or "", reason) from reason
+        if self.quota is not None and not self.quota.take():
+            raise MaxRetryError(_pool, url or "", QuotaSpent("no share of the Gainsight quota left for a retry"))
         return retry
 
     def sleep(self, response: Any = None) -> None:
         delay = self._delay(response)
         if response is not None and response.status == 429:
             self.throttle.hold(delay)
+            if self.quota is not None:
+                self.quota.throttled(self.get_retry_after(response))
         self.clock.sleep(delay)
+
+
+class QuotaSpent(ResponseError):
+    """No share of the tenant's Gainsight budget is left for this call now."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +175,7 @@ class CallLog:
     """What one request spent at Gainsight, for metrics and the benchmark."""
 
     calls: list[Call] = field(default_factory=list)
+    quota_used_today: int | None = None  # the tenant's calls today, as the last reservation saw them
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, call: Call) -> None:
@@ -221,8 +233,10 @@ class Gainsight:
         backoff_factor: float = 0.25,
         log: CallLog | None = None,
         clock: Clock = REAL_CLOCK,
+        quota: Any = None,
     ) -> None:
         self.destination = destination
+        self.quota = quota  # the tenant's shared budget (quota.SharedQuota), or None for no limit
         self.deadline = deadline
         self.http = http
         self.max_retries = max_retries
@@ -317,6 +331,8 @@ class Gainsight:
             history = response.retries.history if response.retries else ()
             throttled = sum(1 for attempt in history if attempt.status == 429) + (response.status == 429)
             reply = _json(response.data)
+            if response.status == 429 and self.quota is not None:
+                self.quota.throttled(response.retries.get_retry_after(response) if response.retries else None)
             auth_rejected = response.status in (401, 403) or reply.get("errorCode") in AUTH_ERROR_CODES
             if absent_ok and _means_absent(response.status, reply):
                 reply = {}
@@ -345,6 +361,8 @@ class Gainsight:
             )
         if wait:
             self.clock.sleep(wait)
+        if self.quota is not None and not self.quota.take():
+            raise quota_spent()
         retries = DeadlineRetry(
             total=self.max_retries,
             # An insert whose answer was lost may have created the company: never resend it blind;
@@ -364,6 +382,7 @@ class Gainsight:
             throttle=self.throttle,
             least=least,
             clock=self.clock,
+            quota=self.quota,
         )
         request_headers = {"Content-Type": "application/json", **(headers or {})}
         if "Accesskey" not in request_headers and operation != "event_publish":
@@ -386,8 +405,17 @@ class Gainsight:
         return response
 
 
+def quota_spent() -> GainsightError:
+    """The call was not made: the tenant's budget has no room for it now. Never the event's fault."""
+    return GainsightError(
+        "the tenant's Gainsight budget has no room for this call now", status_code=429, retryable=True, code="quota"
+    )
+
+
 def unreachable(reason: BaseException | None) -> GainsightError:
     """Name why no answer came, so an operator knows where to look: DNS, a refused connection, a timeout."""
+    if isinstance(reason, QuotaSpent):
+        return quota_spent()
     name = type(reason).__name__
     # Checked before timeouts: urllib3's NewConnectionError subclasses ConnectTimeoutError.
     if isinstance(reason, NameResolutionError):

@@ -26,6 +26,7 @@ from delivery import CompanyCache, Delivery, Outcome, outcome_of
 from errors import ConfigurationError, DestinationError, RequestRejected
 from gainsight import REAL_CLOCK, CallLog, Clock, Gainsight, pool
 from observability import logger, metrics
+from quota import Budget, SharedQuota
 from record import Record
 from settings import Settings, settings
 from store import DONE, REJECTED, EventStore, Seen, Settled, Stored, StoreError
@@ -366,7 +367,8 @@ def _drain_page(
     clock: Callable[[], float],
 ) -> dict[int, Outcome]:
     records = [dataclasses.replace(s.record, index=n) for n, s in enumerate(ready)]
-    done = _deliver(records, config, parts, deadline - PARKING_RESERVE_SECONDS, calls)
+    # The drain waits for the tenant's budget (no sender is waiting on it); a request never does.
+    done = _deliver(records, config, parts, deadline - PARKING_RESERVE_SECONDS, calls, wait_for_quota=True)
     outcomes, written = done.outcomes, done.written
     settled: list[Settled] = []
     rewrite: set[str] = set()  # companies whose older group event could not be narrowed to its link
@@ -424,7 +426,7 @@ def _drain_page(
 
 
 # Waiting behind another event, or for quota or time, is never the event's own failure.
-NOT_OWN_FAILURES = frozenset({"held", "budget_exhausted", "GU_2400"})
+NOT_OWN_FAILURES = frozenset({"held", "budget_exhausted", "quota", "GU_2400"})
 
 
 def _backoff(attempts: int, config: Settings) -> float:
@@ -452,6 +454,7 @@ def _deliver(
     calls: CallLog,
     *,
     blocked: Iterable[str] = (),
+    wait_for_quota: bool = False,
 ) -> Delivered:
     """Map the records (rejections are final), hold those behind `blocked` entities, deliver the rest."""
     if not records:
@@ -466,8 +469,18 @@ def _deliver(
     operations = [(index, op) for index, op in operations if index not in waiting]
     if not operations:
         return Delivered(outcomes, set(), waiting)
+    quota = SharedQuota(
+        config.event_table,
+        parts.store.dynamodb,
+        Budget(config.quota_per_minute, config.quota_per_day, config.quota_window_seconds),
+        wait=wait_for_quota,
+        deadline=deadline,
+        monotonic=monotonic_clock.monotonic,
+        sleep=monotonic_clock.sleep,
+    )
     gainsight = Gainsight(
         destination,
+        quota=quota,
         deadline=deadline,
         http=pool(config.concurrency),
         max_retries=config.max_retries,
@@ -478,7 +491,11 @@ def _deliver(
     )
     delivery = Delivery(gainsight, parts.executor, parts.cache)
     going = {index for index, _ in operations}
-    outcomes |= delivery.run(operations, record.components([r for r in records if r.index in going]))
+    try:
+        outcomes |= delivery.run(operations, record.components([r for r in records if r.index in going]))
+    finally:
+        quota.release()
+    calls.quota_used_today = quota.usage.day_used or calls.quota_used_today
     return Delivered(outcomes, delivery.companies_written, waiting)
 
 
@@ -534,6 +551,13 @@ def _observe(
         metrics.add_metric(name="GainsightLatency", unit=MetricUnit.Milliseconds, value=round(call.latency_ms, 1))
     metrics.add_metric(name="GainsightCalls", unit=MetricUnit.Count, value=len(calls.calls))
     metrics.add_metric(name="GainsightThrottled", unit=MetricUnit.Count, value=sum(c.throttled for c in calls.calls))
+    if calls.quota_used_today is not None:
+        config = settings()
+        metrics.add_metric(name="QuotaUsedToday", unit=MetricUnit.Count, value=calls.quota_used_today)
+        left = max(0, config.quota_per_day - calls.quota_used_today)
+        metrics.add_metric(name="QuotaLeftToday", unit=MetricUnit.Count, value=left)
+        share = 100.0 * calls.quota_used_today / config.quota_per_day
+        metrics.add_metric(name="QuotaUsedTodayPercent", unit=MetricUnit.Percent, value=round(share, 2))
     rejected_key = sum(1 for c in calls.calls if c.auth_rejected)
     metrics.add_metric(name="GainsightAuthRejected", unit=MetricUnit.Count, value=rejected_key)
     errors = Counter(o.code or "unknown" for o in outcomes.values() if o.outcome != "delivered")

@@ -30,6 +30,9 @@ class Settings:
     max_attempts: int
     max_backoff_seconds: float
     retry_base_seconds: float
+    quota_per_minute: int
+    quota_per_day: int
+    quota_window_seconds: float
     drain_settle_seconds: float
     aws_read_timeout: float
     # Hosts outside *.gainsightcloud.com that may receive the secrets. From the stack's own
@@ -108,6 +111,10 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         # One drain interval; both scale down together for a time-compressed load test.
         retry_base_seconds=_number(env, "RETRY_BASE_SECONDS", 60.0, minimum=0.01),
         drain_settle_seconds=_number(env, "DRAIN_SETTLE_SECONDS", 20.0, minimum=0),
+        # The tenant's Gainsight budget, shared by every instance (handler/quota.py).
+        quota_per_minute=int(_number(env, "QUOTA_PER_MINUTE", 100, minimum=1)),
+        quota_per_day=int(_number(env, "QUOTA_PER_DAY", 50000, minimum=1)),
+        quota_window_seconds=_number(env, "QUOTA_WINDOW_SECONDS", 60.0, minimum=0.1),
         # DynamoDB answers in milliseconds; a local moto server, copying its tables, can take seconds.
         aws_read_timeout=_number(env, "AWS_READ_TIMEOUT_SECONDS", 2.0, minimum=0.1),
         gainsight_allowed_hosts=_allowed_hosts(env, "GAINSIGHT_ALLOWED_HOSTS"),

@@ -5,6 +5,7 @@ that leave part of their work unprocessed, and the function dying before or afte
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,3 +106,34 @@ class AwsFaults:
                 parsed.setdefault("UnprocessedItems", {})[table] = items
         if self._applies(model.name) and "Error" not in parsed and self.rng.random() < self.die_after_rate:
             self._die(f"died after {model.name}", client)
+
+
+class DeadThreads:
+    """A dead function's worker threads: like a real Lambda's, whose process is gone, none of them
+    reaches Gainsight again (each dies at its next HTTP call). `bury` waits for them to end."""
+
+    def __init__(self) -> None:
+        self._dead: set[threading.Thread] = set()
+
+    def install(self, monkeypatch: Any) -> None:
+        import urllib3
+
+        original = urllib3.PoolManager.urlopen
+        dead = self._dead
+
+        def urlopen(manager: Any, *args: Any, **kwargs: Any) -> Any:
+            if threading.current_thread() in dead:
+                raise FunctionDied("the function died: its threads make no more calls")
+            return original(manager, *args, **kwargs)
+
+        monkeypatch.setattr(urllib3.PoolManager, "urlopen", urlopen)
+
+    def kill(self, executor: Any) -> None:
+        """The function died: its workers make no more calls."""
+        self._dead.update(executor._threads)
+
+    def bury(self, executor: Any) -> None:
+        """Wait until the dead function's workers have ended: what they had in flight has landed.
+        Called once the dead invocation's own thread is gone (nothing submits work any more)."""
+        self.kill(executor)
+        executor.shutdown(wait=True, cancel_futures=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from devtools.local import drain
 from devtools.replay import main as replay_command
 from settings import settings
 from tests.conftest import clear_caches
-from tests.faults import AwsFaults, FunctionDied
+from tests.faults import AwsFaults, DeadThreads, FunctionDied
 from tests.helpers import Reply, group, identify, post, stored, track
 
 
@@ -388,7 +389,9 @@ def _workload(rng: random.Random, start: int, size: int) -> list[dict[str, Any]]
     return events
 
 
-def _send(batch: list[dict[str, Any]], rng: random.Random, died: list[str], aws: AwsFaults) -> Reply:
+def _send(
+    batch: list[dict[str, Any]], rng: random.Random, died: list[str], aws: AwsFaults, buried: Callable[[], None]
+) -> Reply:
     """A sender as the SDKs are: resend on 503 or a lost answer until answered 200; sometimes the
     200 is lost on the way and the batch is sent once more."""
     for _ in range(40):
@@ -396,6 +399,7 @@ def _send(batch: list[dict[str, Any]], rng: random.Random, died: list[str], aws:
             reply = post("/v1/batch", {"batch": batch})
         except FunctionDied as death:
             died.append(str(death))
+            buried()
             clear_caches()  # the next request lands on a new container
             aws.revive()
             aws.install(handler_dynamodb())
@@ -480,9 +484,16 @@ def test_fault_run_loses_duplicates_and_reorders_nothing(sandbox: Sandbox, monke
     rng = random.Random(seed)
     died: list[str] = []
     published_by_dead: set[int] = set()
+    dead = DeadThreads()
+    dead.install(monkeypatch)
 
-    def remember_published(_: str) -> None:
-        # A run that dies after publishing lost its own answer: those markers may appear twice.
+    def kill_workers(_: str) -> None:
+        dead.kill(ingest.container(settings()).executor)
+
+    def buried() -> None:
+        # Once what the dead function had in flight has landed: a run that dies after publishing
+        # lost its own answer, so those markers may appear twice.
+        dead.bury(ingest.container(settings()).executor)
         published_by_dead.update(e["body"]["marker"] for e in sandbox.state.snapshot()["events"])
 
     aws = AwsFaults(
@@ -491,7 +502,7 @@ def test_fault_run_loses_duplicates_and_reorders_nothing(sandbox: Sandbox, monke
         partial_rate=0.3,
         die_before_rate=0.03,
         die_after_rate=0.03,
-        on_death=remember_published,
+        on_death=kill_workers,
     )
     batches = [_workload(rng, start, 40) for start in range(0, 240, 40)]
     # When the batches go in through the API, the drain running between them
@@ -499,7 +510,7 @@ def test_fault_run_loses_duplicates_and_reorders_nothing(sandbox: Sandbox, monke
     rejected: dict[str, str] = {}
     for batch in batches:
         aws.install(handler_dynamodb())
-        reply = _send(batch, rng, died, aws)
+        reply = _send(batch, rng, died, aws, buried)
         outcomes.update(reply.outcomes)
         rejected |= {r["messageId"]: r["error"] for r in reply.body["results"] if r["outcome"] == "rejected"}
         try:
@@ -507,6 +518,7 @@ def test_fault_run_loses_duplicates_and_reorders_nothing(sandbox: Sandbox, monke
             drain()
         except FunctionDied as death:
             died.append(str(death))
+            buried()
             clear_caches()
             aws.revive()
     # and, with Gainsight and AWS healthy again, the drain runs until nothing is parked

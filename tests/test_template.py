@@ -93,7 +93,13 @@ def test_the_api_function_may_only_read_its_parameters_and_use_the_event_store(f
     assert {sid: actions for sid, (actions, _) in grants.items()} == {
         "ReadOwnParameters": {"ssm:GetParameter"},
         "DecryptOnlyThroughSsm": {"kms:Decrypt"},
-        "EventStore": {"dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+        "EventStore": {
+            "dynamodb:BatchGetItem",
+            "dynamodb:BatchWriteItem",
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+        },
     }
     _assert_scoped(function, grants, parameters=4)
     assert grants["EventStore"][1] == [{"Fn::GetAtt": ["EventTable", "Arn"]}]
@@ -105,7 +111,13 @@ def test_the_drain_runs_alone_every_minute_and_may_only_use_the_event_store(temp
     assert {sid: actions for sid, (actions, _) in grants.items()} == {
         "ReadOwnParameters": {"ssm:GetParameter"},
         "DecryptOnlyThroughSsm": {"kms:Decrypt"},
-        "EventStore": {"dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+        "EventStore": {
+            "dynamodb:BatchGetItem",
+            "dynamodb:GetItem",
+            "dynamodb:Query",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+        },
     }
     _assert_scoped(function, grants, parameters=3)  # the drain never checks write keys
     assert not any("WriteKeys" in str(resource) for resource in grants["ReadOwnParameters"][1])
@@ -150,12 +162,19 @@ def test_the_event_store_survives_the_stack_and_alarms_watch_it(template) -> Non
     assert index["IndexName"] == "queue"
     alarms = {name for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
     assert alarms == {
-        "EventsGaveUpAlarm", "OldestParkedAlarm", "DrainFailingAlarm", "CredentialsRejectedAlarm", "ErrorRateAlarm",
+        "EventsGaveUpAlarm", "OldestParkedAlarm", "DrainFailingAlarm", "DailyBudgetAlarm", "CredentialsRejectedAlarm",
+        "ErrorRateAlarm",
         "ThrottlingAlarm", "ApiThrottlingAlarm",
     }  # fmt: skip
     # The metrics the alarms read are the ones the code emits.
     ingest_source = (ROOT / "handler" / "ingest.py").read_text()
-    for name in ("CredentialsRejectedAlarm", "ThrottlingAlarm", "EventsGaveUpAlarm", "OldestParkedAlarm"):
+    for name in (
+        "CredentialsRejectedAlarm",
+        "ThrottlingAlarm",
+        "EventsGaveUpAlarm",
+        "OldestParkedAlarm",
+        "DailyBudgetAlarm",
+    ):
         assert f'name="{resources[name]["Properties"]["MetricName"]}"' in ingest_source
 
 
@@ -199,7 +218,9 @@ def test_metrics_are_told_apart_by_stack_and_alarms_read_what_the_code_emits(tem
     resources = template["Resources"]
     alarms = {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
     ours = {name: a for name, a in alarms.items() if a.get("Namespace") == namespace}
-    assert set(ours) == {"EventsGaveUpAlarm", "OldestParkedAlarm", "CredentialsRejectedAlarm", "ThrottlingAlarm"}
+    assert set(ours) == {
+        "EventsGaveUpAlarm", "OldestParkedAlarm", "CredentialsRejectedAlarm", "ThrottlingAlarm", "DailyBudgetAlarm",
+    }  # fmt: skip
     for name, alarm in ours.items():
         assert alarm["Dimensions"] == [{"Name": "service", "Value": service}], name
     for name, alarm in alarms.items():

@@ -1,0 +1,536 @@
+"""`make loadtest`: sustained load against the sandbox enforcing Gainsight's quota, time-compressed.
+
+Concurrent API invocations (in-process, one shared container) and the drain (every quota window,
+one run at a time) at 0.5x, 1x, 2x and 5x the quota-sustainable event rate; per level what was
+offered, delivered, parked, lost and duplicated, what the calls cost, and how the backlog drained.
+See "Load test" in the README for the compression, the definitions and the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from devtools.bench import Workload, reset_container
+from devtools.gainsight_sandbox import Sandbox
+from devtools.local import api_event, invoke, moto_aws, quiet_powertools, seed_parameters, use_handler_path
+
+REAL_WINDOW_SECONDS = 60.0  # Gainsight's quota window
+REAL_RETRY_BASE_SECONDS = 60.0  # the drain's schedule, and the first backoff
+REAL_DRAIN_SETTLE_SECONDS = 20.0
+REAL_MAX_BACKOFF_SECONDS = 3600.0
+REAL_DRAIN_BUDGET_SECONDS = 50.0
+MIN_DRAIN_BUDGET_SECONDS = 5.0  # settings' floor for DRAIN_BUDGET_SECONDS
+FILTERED_EVERY = 50  # one event in 50 is a page event: dropped by design ("filtered")
+SDK_RESENDS = 3  # a batch answered 503 is sent again, as the SDKs do
+
+
+@dataclass(frozen=True, slots=True)
+class Compression:
+    """Time compressed by `factor`: every delay that is measured in quota windows shrinks with the
+    window; what happens inside one request (Gainsight's latency, DynamoDB, the request's budget)
+    runs in real time, so API latencies are real seconds."""
+
+    factor: float
+
+    @property
+    def window(self) -> float:
+        return REAL_WINDOW_SECONDS / self.factor
+
+    @property
+    def drain_seconds(self) -> float:
+        """The drain's run length, as its Lambda timeout would allow it (50 s of each minute)."""
+        return REAL_DRAIN_BUDGET_SECONDS / self.factor
+
+    def environment(self, *, quota_per_window: int, quota_per_day: int) -> dict[str, str]:
+        """The settings a compressed run needs; QUOTA_* are read by the shared quota limiter."""
+        return {
+            "QUOTA_WINDOW_SECONDS": f"{self.window:g}",
+            "QUOTA_PER_MINUTE": str(quota_per_window),  # per window: a compressed minute
+            "QUOTA_PER_DAY": str(quota_per_day),
+            "RETRY_BASE_SECONDS": f"{REAL_RETRY_BASE_SECONDS / self.factor:g}",
+            "DRAIN_SETTLE_SECONDS": f"{REAL_DRAIN_SETTLE_SECONDS / self.factor:g}",
+            "MAX_BACKOFF_SECONDS": f"{REAL_MAX_BACKOFF_SECONDS / self.factor:g}",
+            # The run's length is what `drain` is handed as the Lambda's remaining time.
+            "DRAIN_BUDGET_SECONDS": f"{max(MIN_DRAIN_BUDGET_SECONDS, self.drain_seconds):g}",
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    levels: Sequence[float] = (0.5, 1.0, 2.0, 5.0)
+    factor: float = 10.0
+    quota_per_window: int = 100
+    quota_per_day: int = 50_000
+    load_windows: int = 5
+    max_drain_windows: int = 40
+    batch_size: int = 20
+    latency: float = 0.1  # Gainsight's, per call: real seconds
+    senders: int = 16  # API invocations in flight at most
+    users: int = 300
+    companies: int = 40
+    active: int = 25
+    calibration_batches: int = 10
+    seed: int = 42
+
+
+@dataclass
+class LevelReport:
+    level: float
+    offered: int = 0
+    delivered: int = 0
+    deferred: int = 0
+    filtered: int = 0
+    rejected: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    still_parked: int = 0
+    dead_lettered: int = 0
+    calls: int = 0
+    throttled: int = 0
+    goodput: float = 0.0  # delivered while load lasted / the quota-ideal
+    calls_per_delivered: float = 0.0
+    api_p50: float = 0.0
+    api_p99: float = 0.0
+    backlog_peak: int = 0
+    backlog_at_stop: int = 0
+    drain_windows: float | None = None  # None: not drained within max_drain_windows
+    ideal_drain_windows: float = 0.0
+    delivered_during_load: int = 0  # API answers and drain runs that ended while load lasted
+    requests: int = 0
+    late_seconds: float = 0.0  # how far the senders fell behind their schedule, at worst
+
+
+@dataclass
+class Tally:
+    """What the senders and the drain saw, as it happened (the backlog is parked events)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    answers: dict[str, dict[str, Any]] = field(default_factory=dict)  # messageId -> last result
+    api_seconds: list[float] = field(default_factory=list)
+    delivered_at: list[tuple[float, int]] = field(default_factory=list)
+    backlog: int = 0
+    backlog_peak: int = 0
+    late: float = 0.0
+
+    def answered(self, results: list[dict[str, Any]], seconds: float, late: float) -> None:
+        with self.lock:
+            self.api_seconds.append(seconds)
+            self.late = max(self.late, late)
+            for result in results:
+                self.answers[result["messageId"]] = result
+            self.delivered_at.append((time.monotonic(), sum(r["outcome"] == "delivered" for r in results)))
+            self._move(sum(r["outcome"] == "deferred" for r in results))
+
+    def drained(self, report: Any) -> None:
+        with self.lock:
+            self.delivered_at.append((time.monotonic(), report.delivered))
+            self._move(-(report.delivered + report.rejected + report.gave_up))
+
+    def _move(self, change: int) -> None:
+        self.backlog += change
+        self.backlog_peak = max(self.backlog_peak, self.backlog)
+
+
+class Drain:
+    """The scheduled drain: a run every window, never two at once (reserved concurrency 1); a tick
+    that finds the previous run still going is skipped, as a throttled schedule would be."""
+
+    def __init__(self, compression: Compression, tally: Tally) -> None:
+        use_handler_path()
+        import ingest
+
+        self._ingest = ingest
+        self.compression = compression
+        self.tally = tally
+        self.stop = threading.Event()
+        self.runs = 0
+        self.skipped = 0
+        self._thread = threading.Thread(target=self._loop, name="loadtest-drain", daemon=True)
+
+    def __enter__(self) -> Drain:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        window = self.compression.window
+        start = time.monotonic()
+        tick = 1
+        while not self.stop.wait(max(0.0, start + tick * window - time.monotonic())):
+            report = self._ingest.drain(self.compression.drain_seconds + self._ingest.SAFETY_MARGIN_SECONDS)
+            self.runs += 1
+            self.tally.drained(report)
+            # Ticks that passed while it ran were throttled: the next run is the next tick.
+            following = max(tick + 1, math.floor((time.monotonic() - start) / window) + 1)
+            self.skipped += following - tick - 1
+            tick = following
+
+
+def copy_each_table_once_per_transaction() -> None:
+    """moto deep-copies the whole table once per item of a transaction (its rollback copy), so
+    parking 100 events costs 100 copies of a table of thousands: seconds, not DynamoDB's
+    milliseconds. Every copy is taken before any item is applied, so one per table is the same
+    rollback state. Affects this process's moto only."""
+    import copy
+
+    from moto.dynamodb import models
+
+    if getattr(models.DynamoDBBackend.transact_write_items, "copies_once", False):
+        return
+    original = models.DynamoDBBackend.transact_write_items
+    local = threading.local()
+
+    class CopyOnce:
+        @staticmethod
+        def deepcopy(value: Any) -> Any:
+            cache = getattr(local, "tables", None)
+            if cache is None or not isinstance(value, models.Table):
+                return copy.deepcopy(value)
+            if id(value) not in cache:
+                cache[id(value)] = copy.deepcopy(value)
+            return cache[id(value)]
+
+    def transact_write_items(self: Any, transact_items: Any) -> None:
+        # One request at a time already (devtools.local.isolate_moto_dynamodb).
+        local.tables = {}
+        try:
+            original(self, transact_items)
+        finally:
+            local.tables = None
+
+    transact_write_items.copies_once = True  # type: ignore[attr-defined]
+    models.copy = CopyOnce  # type: ignore[assignment]
+    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
+def _events(workload: Workload, size: int, prefix: str, counter: Iterator[int]) -> list[dict[str, Any]]:
+    """One batch: tracks carry their messageId as a marker property; one event in 50 is a page."""
+    batch = []
+    for drawn in workload.batch(size):
+        n = next(counter)
+        message_id = f"{prefix}-{n}"
+        event = drawn | {"messageId": message_id}
+        if n % FILTERED_EVERY == FILTERED_EVERY - 1:
+            event = {k: v for k, v in event.items() if k not in ("event", "properties", "traits", "groupId")}
+            event |= {"type": "page", "name": "Docs"}
+        elif event["type"] == "track":
+            event["properties"] = event["properties"] | {"loadMarker": message_id}
+        batch.append(event)
+    return batch
+
+
+def _counter() -> Iterator[int]:
+    n = 0
+    while True:
+        yield n
+        n += 1
+
+
+def _post(batch: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], float]:
+    """Send a batch as an SDK does: again on 503, at most SDK_RESENDS times; the last answers."""
+    started = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    for attempt in range(SDK_RESENDS + 1):
+        response = invoke(api_event("/v1/batch", {"batch": batch}))
+        results = json.loads(response["body"])["results"]
+        if response["statusCode"] != 503 or attempt == SDK_RESENDS:
+            break
+        time.sleep(0.5)
+    return results, time.perf_counter() - started
+
+
+@contextmanager
+def compressed(compression: Compression, options: Options) -> Iterator[None]:
+    """The compressed settings in this process's environment, a cold container, then as before."""
+    values = compression.environment(quota_per_window=options.quota_per_window, quota_per_day=options.quota_per_day)
+    previous = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    reset_container()
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        reset_container()
+
+
+def _set_faults(sandbox: Sandbox, options: Options, compression: Compression, *, quota: bool) -> None:
+    sandbox.state.reset()
+    with sandbox.state.lock:
+        sandbox.state.faults.latency = options.latency
+        sandbox.state.faults.quota_window = compression.window
+        sandbox.state.faults.quota_per_minute = options.quota_per_window if quota else None
+
+
+def calibrate(sandbox: Sandbox, options: Options, compression: Compression) -> float:
+    """Gainsight calls per delivered event of the workload, one request at a time, no quota."""
+    _set_faults(sandbox, options, compression, quota=False)
+    workload = Workload(users=options.users, companies=options.companies, active=options.active, seed=options.seed)
+    counter = _counter()
+    delivered = 0
+    for _ in range(options.calibration_batches):
+        results, _ = _post(_events(workload, options.batch_size, "calibrate", counter))
+        delivered += sum(r["outcome"] == "delivered" for r in results)
+    return sandbox.state.count() / max(1, delivered)
+
+
+def run_level(sandbox: Sandbox, options: Options, compression: Compression, level: float, single: float) -> LevelReport:
+    """Offer `level` x the quota-sustainable rate for `load_windows` windows, then drain."""
+    _set_faults(sandbox, options, compression, quota=True)
+    report = LevelReport(level)
+    ideal_rate = options.quota_per_window / single  # events per window the quota lets through
+    load_seconds = options.load_windows * compression.window
+    requests = max(1, round(level * ideal_rate * options.load_windows / options.batch_size))
+    workload = Workload(
+        users=options.users, companies=options.companies, active=options.active, seed=options.seed + int(level * 10)
+    )
+    counter = _counter()
+    prefix = f"load-{level:g}x-{time.time_ns()}"
+    batches = [_events(workload, options.batch_size, prefix, counter) for _ in range(requests)]
+    offered = {e["messageId"]: e for batch in batches for e in batch}
+    tally = Tally()
+
+    def send(batch: list[dict[str, Any]], due: float) -> None:
+        results, seconds = _post(batch)
+        tally.answered(results, seconds, late=time.monotonic() - due)
+
+    with Drain(compression, tally) as drain:
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=options.senders, thread_name_prefix="sender") as senders:
+            for n, batch in enumerate(batches):
+                due = started + n * load_seconds / requests
+                time.sleep(max(0.0, due - time.monotonic()))
+                senders.submit(send, batch, due)
+            load_ends = started + load_seconds
+            time.sleep(max(0.0, load_ends - time.monotonic()))
+        # Every request answered: what is parked now is the drain's alone.
+        stopped = time.monotonic()
+        report.backlog_at_stop = tally.backlog
+        while tally.backlog > 0 and time.monotonic() - stopped < options.max_drain_windows * compression.window:
+            time.sleep(compression.window / 20)
+        if tally.backlog <= 0:
+            report.drain_windows = (time.monotonic() - stopped) / compression.window
+        else:
+            drain.stop.set()
+    report.delivered_during_load = sum(n for at, n in tally.delivered_at if at <= load_ends)
+    _settle_report(report, sandbox, offered, tally, options=options, ideal_rate=ideal_rate)
+    return report
+
+
+def _table_states() -> dict[str, tuple[str, str]]:
+    """messageId -> (state, code) of every record in the event table."""
+    import boto3
+
+    dynamodb = boto3.client("dynamodb")
+    states: dict[str, tuple[str, str]] = {}
+    for page in dynamodb.get_paginator("scan").paginate(
+        TableName=os.environ["EVENT_TABLE"], ProjectionExpression="eventId, #s, code",
+        ExpressionAttributeNames={"#s": "state"},
+    ):  # fmt: skip
+        for item in page["Items"]:
+            if "eventId" in item:
+                states[item["eventId"]["S"]] = (item["state"]["S"], item.get("code", {}).get("S", ""))
+    return states
+
+
+def _settle_report(
+    report: LevelReport,
+    sandbox: Sandbox,
+    offered: dict[str, dict[str, Any]],
+    tally: Tally,
+    *,
+    options: Options,
+    ideal_rate: float,
+) -> None:
+    """Every offered event's fate, from what Gainsight holds and what the event table holds."""
+    states = _table_states()
+    with sandbox.state.lock:
+        published = Counter(e["body"].get("loadMarker") for e in sandbox.state.events)
+        people = dict(sandbox.state.people)
+        companies = {c.get("Name"): c["Gsid"] for c in sandbox.state.companies.values()}
+        calls = list(sandbox.state.calls)
+        lost_answers = len(sandbox.state.lost_answers)
+    report.offered = len(offered)
+    report.requests = len(tally.api_seconds)
+    for message_id, event in offered.items():
+        answer = tally.answers.get(message_id, {})
+        state, code = states.get(message_id, ("", ""))
+        if answer.get("outcome") == "deferred":
+            report.deferred += 1
+        if event["type"] == "page":
+            report.filtered += answer.get("outcome") == "rejected"
+            report.lost += answer.get("outcome") != "rejected"
+            continue
+        email = event["context"]["traits"]["email"]
+        if event["type"] == "track":
+            seen = published[message_id]
+            report.duplicated += max(0, seen - 1)
+            present = seen > 0
+        elif event["type"] == "identify":
+            present = email in people
+        else:
+            gsid = companies.get(event["groupId"])
+            present = gsid is not None and gsid in people.get(email, {}).get("companies", [])
+        if present:
+            report.delivered += 1
+        elif state == "rejected" and code == "gave_up":
+            report.dead_lettered += 1
+        elif state == "rejected" or answer.get("outcome") == "rejected":
+            report.rejected += 1
+        elif state == "parked":
+            report.still_parked += 1
+        else:
+            report.lost += 1
+    report.duplicated = max(0, report.duplicated - lost_answers)
+    report.calls = len(calls)
+    report.throttled = sum(c.status == 429 for c in calls)
+    report.calls_per_delivered = report.calls / max(1, report.delivered)
+    ideal_during_load = min(report.level, 1.0) * ideal_rate * options.load_windows
+    report.goodput = report.delivered_during_load / ideal_during_load
+    report.ideal_drain_windows = report.backlog_at_stop / ideal_rate
+    report.backlog_peak = tally.backlog_peak
+    seconds = sorted(tally.api_seconds)
+    report.api_p50 = statistics.median(seconds) if seconds else 0.0
+    report.api_p99 = seconds[min(len(seconds) - 1, math.ceil(0.99 * len(seconds)) - 1)] if seconds else 0.0
+    report.late_seconds = tally.late
+
+
+def run(sandbox: Sandbox, options: Options) -> tuple[float, list[LevelReport]]:
+    """Every level, against a sandbox and an event store this process's boto3 already points at."""
+    compression = Compression(options.factor)
+    copy_each_table_once_per_transaction()
+    with compressed(compression, options):
+        single = calibrate(sandbox, options, compression)
+        reports = [run_level(sandbox, options, compression, level, single) for level in options.levels]
+    return single, reports
+
+
+def targets(single: float, reports: Sequence[LevelReport]) -> list[tuple[str, bool]]:
+    """The issue's targets, each with whether this run met it."""
+    by_level = {r.level: r for r in reports}
+    checks = [
+        ("0 lost, 0 duplicated, 0 dead-lettered at every level",
+         all(r.lost == r.duplicated == r.dead_lettered == 0 for r in reports)),
+        ("at most 1 % of calls answered 429", all(r.throttled <= 0.01 * r.calls for r in reports)),
+        ("goodput >= 95 % of the quota-ideal at 1x and above",
+         all(r.goodput >= 0.95 for r in reports if r.level >= 1)),
+        ("backlog drained within 10 % of the ideal number of windows",
+         all(r.drain_windows is not None and r.drain_windows <= 1.1 * r.ideal_drain_windows
+             for r in reports if r.backlog_at_stop)),
+    ]  # fmt: skip
+    if 5.0 in by_level:
+        top = by_level[5.0]
+        checks.append(("API p99 < 1.5 s at 5x", top.api_p99 < 1.5))
+        checks.append(("calls per delivered event at 5x >= 20 % below the single-request figure",
+                       top.calls_per_delivered <= 0.8 * single))  # fmt: skip
+    return checks
+
+
+def table(reports: Sequence[LevelReport]) -> str:
+    """A Markdown table, one column per level."""
+
+    def windows(value: float | None) -> str:
+        return "not drained" if value is None else f"{value:.1f}"
+
+    rows: list[tuple[str, list[str]]] = [
+        ("events offered", [f"{r.offered}" for r in reports]),
+        ("delivered", [f"{r.delivered}" for r in reports]),
+        ("deferred (parked by the API)", [f"{r.deferred}" for r in reports]),
+        ("filtered (page events)", [f"{r.filtered}" for r in reports]),
+        ("rejected", [f"{r.rejected}" for r in reports]),
+        ("still parked at the end", [f"{r.still_parked}" for r in reports]),
+        ("**lost**", [f"**{r.lost}**" for r in reports]),
+        ("**duplicated**", [f"**{r.duplicated}**" for r in reports]),
+        ("**dead-lettered** (gave_up)", [f"**{r.dead_lettered}**" for r in reports]),
+        ("Gainsight calls", [f"{r.calls}" for r in reports]),
+        ("calls answered 429", [f"{r.throttled} ({100 * r.throttled / max(1, r.calls):.0f} %)" for r in reports]),
+        ("goodput / quota-ideal", [f"{r.goodput:.2f}" for r in reports]),
+        ("calls per delivered event", [f"{r.calls_per_delivered:.2f}" for r in reports]),
+        ("API p50 / p99 (s)", [f"{r.api_p50:.2f} / {r.api_p99:.2f}" for r in reports]),
+        ("API requests (senders' worst lag, s)", [f"{r.requests} ({r.late_seconds:.1f})" for r in reports]),
+        ("backlog peak", [f"{r.backlog_peak}" for r in reports]),
+        ("backlog when load stops", [f"{r.backlog_at_stop}" for r in reports]),
+        ("windows to drain it (ideal)",
+         [f"{windows(r.drain_windows)} ({r.ideal_drain_windows:.1f})" for r in reports]),
+    ]  # fmt: skip
+    width = max(len(name) for name, _ in rows)
+    header = f"| {'level':<{width}} | " + " | ".join(f"{r.level:g}x" for r in reports) + " |"
+    lines = [header, "|" + "-" * (width + 2) + "|" + "|".join("---:" for _ in reports) + "|"]
+    lines += [f"| {name:<{width}} | " + " | ".join(values) + " |" for name, values in rows]
+    return "\n".join(lines)
+
+
+def quiet() -> None:
+    """The table is the output: no handler logs (VERBOSE=1 shows them), no EMF metrics, not even
+    the set Powertools prints whenever 100 values of one metric pile up, metrics disabled or not."""
+    from aws_lambda_powertools.metrics.provider.cloudwatch_emf import cloudwatch
+
+    if not os.environ.get("VERBOSE"):
+        os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "CRITICAL")
+    quiet_powertools()
+    cloudwatch.MAX_METRICS = sys.maxsize
+
+
+def main() -> int:
+    quiet()
+    defaults = Options()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--levels", default=",".join(f"{x:g}" for x in defaults.levels))
+    parser.add_argument("--factor", type=float, default=defaults.factor, help="time compression")
+    parser.add_argument("--quota", type=int, default=defaults.quota_per_window, help="calls per quota window")
+    parser.add_argument("--load-windows", type=int, default=defaults.load_windows)
+    parser.add_argument("--max-drain-windows", type=int, default=defaults.max_drain_windows)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--latency", type=float, default=defaults.latency, help="Gainsight seconds per call")
+    args = parser.parse_args()
+    options = Options(
+        levels=tuple(float(x) for x in args.levels.split(",")),
+        factor=args.factor,
+        quota_per_window=args.quota,
+        load_windows=args.load_windows,
+        max_drain_windows=args.max_drain_windows,
+        batch_size=args.batch_size,
+        latency=args.latency,
+    )
+    compression = Compression(options.factor)
+    print(
+        f"time compressed {options.factor:g}x: quota window {compression.window:g} s "
+        f"({options.quota_per_window} calls), drain every window for {compression.drain_seconds:g} s; "
+        f"Gainsight latency {options.latency * 1000:.0f} ms (real); {options.load_windows} windows of load per level",
+        flush=True,
+    )
+    started = time.monotonic()
+    with Sandbox() as sandbox, moto_aws():
+        seed_parameters(sandbox.url)
+        single, reports = run(sandbox, options)
+    ideal = options.quota_per_window / single
+    print(f"\nsingle-request calls per delivered event: {single:.2f}; 1x = {ideal:.0f} events per window")
+    print(table(reports))
+    print()
+    for name, met in targets(single, reports):
+        print(f"{'met    ' if met else 'NOT MET'}  {name}")
+    print(f"\n{time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""The tenant's shared Gainsight budget (handler/quota.py) against moto DynamoDB, on a fake clock."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+
+from devtools.gainsight_sandbox import Fault, Sandbox
+from devtools.local import EVENT_TABLE
+from quota import Budget, SharedQuota
+from tests.helpers import identify, post, stored, track
+
+
+class Clock:
+    """Wall and monotonic time that move only when told to (or when the code sleeps)."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+        self.slept: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(sandbox: Sandbox) -> Clock:  # sandbox: an empty event table
+    return Clock()
+
+
+def quota(clock: Clock, *, per_window: int = 10, per_day: int = 1000, wait: bool = False) -> SharedQuota:
+    return SharedQuota(
+        EVENT_TABLE,
+        boto3.client("dynamodb"),
+        Budget(per_window, per_day, window_seconds=60),
+        wait=wait,
+        deadline=clock.now + 300,
+        clock=clock.time,
+        monotonic=clock.time,
+        sleep=clock.sleep,
+    )
+
+
+def takes(q: SharedQuota, n: int) -> int:
+    return sum(q.take() for _ in range(n))
+
+
+def test_instances_share_one_window_and_unused_shares_come_back(clock: Clock) -> None:
+    # Given two instances (two Lambdas) sharing a budget of 10 calls a minute
+    first, second = quota(clock), quota(clock)
+    # When the first plans 7 calls and the second wants 6
+    first.expect(7)
+    assert takes(second, 6) == 3  # only what is left
+    # Then, once the first gives back the 2 it did not use, the second may have them
+    assert takes(first, 5) == 5
+    first.release()
+    assert takes(second, 3) == 2
+    # And a minute later the window is free again
+    clock.now += 61
+    assert takes(quota(clock), 10) == 10
+
+
+def test_a_429_pauses_everyone_and_lowers_the_rate_which_recovers_after_clean_windows(clock: Clock) -> None:
+    q = quota(clock, per_window=100)
+    assert q.take()
+    # When Gainsight answers 429 with Retry-After: 30
+    q.throttled(30)
+    q.release()
+    # Then nobody gets a share until it has passed
+    assert quota(clock).take() is False
+    clock.now += 31
+    # and then at most 70 % of the budget per window
+    assert takes(quota(clock, per_window=100), 100) == 69  # 70, less the call made before the 429
+    # rising by 10 % a window while no 429 comes, never above the budget
+    rates = []
+    for _ in range(6):
+        clock.now += 61
+        probe = quota(clock, per_window=100)
+        probe.expect(1)
+        rates.append(round(probe.usage.rate))
+        probe.release()
+    assert rates == [77, 85, 93, 100, 100, 100]
+
+
+def test_the_daily_budget_is_counted_and_enforced(clock: Clock) -> None:
+    q = quota(clock, per_window=100, per_day=150)
+    assert takes(q, 100) == 100
+    clock.now += 61
+    q2 = quota(clock, per_window=100, per_day=150)
+    assert takes(q2, 100) == 50
+    assert q2.usage.day_used == 150
+    clock.now += 86400  # the next day
+    assert takes(quota(clock, per_window=100, per_day=150), 10) == 10
+
+
+def test_the_drain_does_not_wait_for_a_day_whose_budget_is_spent(clock: Clock) -> None:
+    # Given the day's budget spent
+    assert takes(quota(clock, per_window=100, per_day=20), 20) == 20
+    # When the drain (which may wait) wants another call
+    drain = quota(clock, per_window=100, per_day=20, wait=True)
+    # Then it is told at once that there is none, instead of polling until its run ends
+    assert drain.take() is False
+    assert clock.slept == []
+
+
+def test_the_drain_waits_for_room_instead_of_failing(clock: Clock) -> None:
+    # Given a window spent by someone else
+    assert takes(quota(clock), 10) == 10
+    # When the drain (which may wait) wants another call
+    drain = quota(clock, wait=True)
+    # Then it sleeps until the oldest call leaves the window, and gets it
+    assert drain.take() is True
+    assert 59 <= sum(clock.slept) <= 61
+
+
+def test_a_request_parks_what_the_budget_cannot_cover(sandbox: Sandbox, monkeypatch) -> None:
+    # Given a tenant budget of 2 calls a minute
+    monkeypatch.setenv("QUOTA_PER_MINUTE", "2")
+    from tests.conftest import clear_caches
+
+    clear_caches()
+    # When a request needs 3
+    reply = post("/v1/batch", {"batch": [track(message_id=str(n), n=n) for n in range(3)]})
+    # Then Gainsight sees 2 and never a 429; the third is parked at once, not failed, and waits for quota
+    assert sorted(reply.outcomes) == ["deferred", "delivered", "delivered"]
+    assert sandbox.state.count() == 2
+    [parked] = stored()
+    assert parked.code == "quota"
+
+
+def test_a_gainsight_429_pauses_the_next_request_too(sandbox: Sandbox) -> None:
+    # Given Gainsight answering 429 with Retry-After: 60 once (the tenant's quota is spent)
+    sandbox.fail(Fault(status=429, retry_after="60", operation="person_upsert"))
+    assert post("/v1/identify", identify(message_id="a")).outcomes == ["deferred"]
+    # When the next request comes (on any instance)
+    calls = sandbox.state.count()
+    reply = post("/v1/identify", identify(email="grace@example.com", message_id="b"))
+    # Then it does not spend a call into the pause: its event is parked at once
+    assert reply.outcomes == ["deferred"]
+    assert sandbox.state.count() == calls

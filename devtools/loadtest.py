@@ -32,6 +32,7 @@ REAL_RETRY_BASE_SECONDS = 60.0  # the drain's schedule, and the first backoff
 REAL_DRAIN_SETTLE_SECONDS = 20.0
 REAL_MAX_BACKOFF_SECONDS = 3600.0
 REAL_DRAIN_BUDGET_SECONDS = 50.0
+REAL_LATENCY_SECONDS = 0.1  # Gainsight's, per call
 MIN_DRAIN_BUDGET_SECONDS = 5.0  # settings' floor for DRAIN_BUDGET_SECONDS
 FILTERED_EVERY = 50  # one event in 50 is a page event: dropped by design ("filtered")
 SDK_RESENDS = 3  # a batch answered 503 is sent again, as the SDKs do
@@ -39,15 +40,18 @@ SDK_RESENDS = 3  # a batch answered 503 is sent again, as the SDKs do
 
 @dataclass(frozen=True, slots=True)
 class Compression:
-    """Time compressed by `factor`: every delay that is measured in quota windows shrinks with the
-    window; what happens inside one request (Gainsight's latency, DynamoDB, the request's budget)
-    runs in real time, so API latencies are real seconds."""
+    """Time compressed by `factor`: the quota window, Gainsight's latency and every delay of the
+    drain and of retries shrink together. What AWS does (moto, the request's budget and reserves)
+    runs in real time, so API latencies are real seconds, and if anything pessimistic."""
 
     factor: float
 
     @property
     def window(self) -> float:
         return REAL_WINDOW_SECONDS / self.factor
+
+    def latency(self, real: float) -> float:
+        return real / self.factor
 
     @property
     def drain_seconds(self) -> float:
@@ -77,7 +81,7 @@ class Options:
     load_windows: int = 5
     max_drain_windows: int = 40
     batch_size: int = 20
-    latency: float = 0.1  # Gainsight's, per call: real seconds
+    latency: float = REAL_LATENCY_SECONDS  # Gainsight's, per call, before compression
     senders: int = 16  # API invocations in flight at most
     users: int = 300
     companies: int = 40
@@ -115,14 +119,12 @@ class LevelReport:
 
 @dataclass
 class Tally:
-    """What the senders and the drain saw, as it happened (the backlog is parked events)."""
+    """What the senders and the drain saw, as it happened."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     answers: dict[str, dict[str, Any]] = field(default_factory=dict)  # messageId -> last result
     api_seconds: list[float] = field(default_factory=list)
-    delivered_at: list[tuple[float, int]] = field(default_factory=list)
-    backlog: int = 0
-    backlog_peak: int = 0
+    delivered_at: list[tuple[float, int]] = field(default_factory=list)  # answers and drain pages
     late: float = 0.0
 
     def answered(self, results: list[dict[str, Any]], seconds: float, late: float) -> None:
@@ -132,16 +134,47 @@ class Tally:
             for result in results:
                 self.answers[result["messageId"]] = result
             self.delivered_at.append((time.monotonic(), sum(r["outcome"] == "delivered" for r in results)))
-            self._move(sum(r["outcome"] == "deferred" for r in results))
 
-    def drained(self, report: Any) -> None:
+    def drained(self, delivered: int) -> None:
         with self.lock:
-            self.delivered_at.append((time.monotonic(), report.delivered))
-            self._move(-(report.delivered + report.rejected + report.gave_up))
+            self.delivered_at.append((time.monotonic(), delivered))
 
-    def _move(self, change: int) -> None:
-        self.backlog += change
-        self.backlog_peak = max(self.backlog_peak, self.backlog)
+
+class Backlog:
+    """Parked events, as the event store counts them (its `parked#<n>` counters), sampled every
+    twentieth of a window from when the level starts: the peak, and whether the drain is done."""
+
+    def __init__(self, every: float) -> None:
+        import boto3
+
+        use_handler_path()
+        import store
+
+        self._dynamodb = boto3.client("dynamodb")
+        self._keys = [{"pk": {"S": f"parked#{n}"}, "sk": {"S": "count"}} for n in range(store.PARKED_SHARDS)]
+        self._every = every
+        self._stop = threading.Event()
+        self.baseline = self.count(relative=False)  # parked by an earlier level and never drained
+        self.peak = 0
+        self._thread = threading.Thread(target=self._loop, name="loadtest-backlog", daemon=True)
+
+    def count(self, *, relative: bool = True) -> int:
+        table = os.environ["EVENT_TABLE"]
+        reply = self._dynamodb.batch_get_item(RequestItems={table: {"Keys": self._keys, "ConsistentRead": True}})
+        parked = sum(int(item["parked"]["N"]) for item in reply["Responses"][table])
+        return parked - self.baseline if relative else parked
+
+    def __enter__(self) -> Backlog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._every):
+            self.peak = max(self.peak, self.count())
 
 
 class Drain:
@@ -153,6 +186,7 @@ class Drain:
         import ingest
 
         self._ingest = ingest
+        self._drain_page = ingest._drain_page
         self.compression = compression
         self.tally = tally
         self.stop = threading.Event()
@@ -161,62 +195,56 @@ class Drain:
         self._thread = threading.Thread(target=self._loop, name="loadtest-drain", daemon=True)
 
     def __enter__(self) -> Drain:
+        # Each page's deliveries are counted when the page is done, not when the run ends.
+        def page(*args: Any, **kwargs: Any) -> Any:
+            outcomes = self._drain_page(*args, **kwargs)
+            self.tally.drained(sum(o.outcome == "delivered" for o in outcomes.values()))
+            return outcomes
+
+        self._ingest._drain_page = page
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self._thread.join()
+        self._ingest._drain_page = self._drain_page
 
     def _loop(self) -> None:
         window = self.compression.window
         start = time.monotonic()
         tick = 1
         while not self.stop.wait(max(0.0, start + tick * window - time.monotonic())):
-            report = self._ingest.drain(self.compression.drain_seconds + self._ingest.SAFETY_MARGIN_SECONDS)
+            self._ingest.drain(self.compression.drain_seconds + self._ingest.SAFETY_MARGIN_SECONDS)
             self.runs += 1
-            self.tally.drained(report)
             # Ticks that passed while it ran were throttled: the next run is the next tick.
             following = max(tick + 1, math.floor((time.monotonic() - start) / window) + 1)
             self.skipped += following - tick - 1
             tick = following
 
 
-def copy_each_table_once_per_transaction() -> None:
-    """moto deep-copies the whole table once per item of a transaction (its rollback copy), so
-    parking 100 events costs 100 copies of a table of thousands: seconds, not DynamoDB's
-    milliseconds. Every copy is taken before any item is applied, so one per table is the same
-    rollback state. Affects this process's moto only."""
-    import copy
+@contextmanager
+def container_per_invocation() -> Iterator[None]:
+    """Each concurrent invocation in a container of its own, as Lambda runs them: its own executor,
+    DynamoDB client and company cache. Every sender thread is one concurrently warm container, and
+    the drain (its own function) another; one shared container would make them queue for its
+    executor's threads, which no deployment does."""
+    use_handler_path()
+    import ingest
 
-    from moto.dynamodb import models
-
-    if getattr(models.DynamoDBBackend.transact_write_items, "copies_once", False):
-        return
-    original = models.DynamoDBBackend.transact_write_items
+    shared = ingest.container
     local = threading.local()
 
-    class CopyOnce:
-        @staticmethod
-        def deepcopy(value: Any) -> Any:
-            cache = getattr(local, "tables", None)
-            if cache is None or not isinstance(value, models.Table):
-                return copy.deepcopy(value)
-            if id(value) not in cache:
-                cache[id(value)] = copy.deepcopy(value)
-            return cache[id(value)]
+    def container(config: Any) -> Any:
+        if getattr(local, "parts", None) is None:
+            local.parts = ingest.Container(config)
+        return local.parts
 
-    def transact_write_items(self: Any, transact_items: Any) -> None:
-        # One request at a time already (devtools.local.isolate_moto_dynamodb).
-        local.tables = {}
-        try:
-            original(self, transact_items)
-        finally:
-            local.tables = None
-
-    transact_write_items.copies_once = True  # type: ignore[attr-defined]
-    models.copy = CopyOnce  # type: ignore[assignment]
-    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    ingest.container = container
+    try:
+        yield
+    finally:
+        ingest.container = shared
 
 
 def _events(workload: Workload, size: int, prefix: str, counter: Iterator[int]) -> list[dict[str, Any]]:
@@ -276,7 +304,7 @@ def compressed(compression: Compression, options: Options) -> Iterator[None]:
 def _set_faults(sandbox: Sandbox, options: Options, compression: Compression, *, quota: bool) -> None:
     sandbox.state.reset()
     with sandbox.state.lock:
-        sandbox.state.faults.latency = options.latency
+        sandbox.state.faults.latency = compression.latency(options.latency)
         sandbox.state.faults.quota_window = compression.window
         sandbox.state.faults.quota_per_minute = options.quota_per_window if quota else None
 
@@ -313,7 +341,7 @@ def run_level(sandbox: Sandbox, options: Options, compression: Compression, leve
         results, seconds = _post(batch)
         tally.answered(results, seconds, late=time.monotonic() - due)
 
-    with Drain(compression, tally) as drain:
+    with Backlog(every=compression.window / 20) as backlog, Drain(compression, tally) as drain:
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=options.senders, thread_name_prefix="sender") as senders:
             for n, batch in enumerate(batches):
@@ -324,13 +352,15 @@ def run_level(sandbox: Sandbox, options: Options, compression: Compression, leve
             time.sleep(max(0.0, load_ends - time.monotonic()))
         # Every request answered: what is parked now is the drain's alone.
         stopped = time.monotonic()
-        report.backlog_at_stop = tally.backlog
-        while tally.backlog > 0 and time.monotonic() - stopped < options.max_drain_windows * compression.window:
+        report.backlog_at_stop = left = backlog.count()
+        while left > 0 and time.monotonic() - stopped < options.max_drain_windows * compression.window:
             time.sleep(compression.window / 20)
-        if tally.backlog <= 0:
+            left = backlog.count()
+        if left <= 0:
             report.drain_windows = (time.monotonic() - stopped) / compression.window
         else:
             drain.stop.set()
+    report.backlog_peak = max(backlog.peak, report.backlog_at_stop)
     report.delivered_during_load = sum(n for at, n in tally.delivered_at if at <= load_ends)
     _settle_report(report, sandbox, offered, tally, options=options, ideal_rate=ideal_rate)
     return report
@@ -407,7 +437,6 @@ def _settle_report(
     ideal_during_load = min(report.level, 1.0) * ideal_rate * options.load_windows
     report.goodput = report.delivered_during_load / ideal_during_load
     report.ideal_drain_windows = report.backlog_at_stop / ideal_rate
-    report.backlog_peak = tally.backlog_peak
     seconds = sorted(tally.api_seconds)
     report.api_p50 = statistics.median(seconds) if seconds else 0.0
     report.api_p99 = seconds[min(len(seconds) - 1, math.ceil(0.99 * len(seconds)) - 1)] if seconds else 0.0
@@ -417,8 +446,7 @@ def _settle_report(
 def run(sandbox: Sandbox, options: Options) -> tuple[float, list[LevelReport]]:
     """Every level, against a sandbox and an event store this process's boto3 already points at."""
     compression = Compression(options.factor)
-    copy_each_table_once_per_transaction()
-    with compressed(compression, options):
+    with compressed(compression, options), container_per_invocation():
         single = calibrate(sandbox, options, compression)
         reports = [run_level(sandbox, options, compression, level, single) for level in options.levels]
     return single, reports
@@ -500,7 +528,7 @@ def main() -> int:
     parser.add_argument("--load-windows", type=int, default=defaults.load_windows)
     parser.add_argument("--max-drain-windows", type=int, default=defaults.max_drain_windows)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--latency", type=float, default=defaults.latency, help="Gainsight seconds per call")
+    parser.add_argument("--latency", type=float, default=defaults.latency, help="Gainsight's seconds per call (real)")
     args = parser.parse_args()
     options = Options(
         levels=tuple(float(x) for x in args.levels.split(",")),
@@ -515,11 +543,12 @@ def main() -> int:
     print(
         f"time compressed {options.factor:g}x: quota window {compression.window:g} s "
         f"({options.quota_per_window} calls), drain every window for {compression.drain_seconds:g} s; "
-        f"Gainsight latency {options.latency * 1000:.0f} ms (real); {options.load_windows} windows of load per level",
+        f"Gainsight latency {compression.latency(options.latency) * 1000:g} ms ({options.latency * 1000:g} ms real); "
+        f"{options.load_windows} windows of load per level",
         flush=True,
     )
     started = time.monotonic()
-    with Sandbox() as sandbox, moto_aws():
+    with Sandbox() as sandbox, moto_aws(own_process=True):
         seed_parameters(sandbox.url)
         single, reports = run(sandbox, options)
     ideal = options.quota_per_window / single

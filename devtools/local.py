@@ -4,10 +4,12 @@ Docker-free way to invoke the handler with API Gateway events as `sam local invo
 from __future__ import annotations
 
 import base64
+import copy
 import itertools
 import json
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -229,7 +231,7 @@ LOCAL_ENV = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "POWERTOOLS_SERVICE_NAME": "gainsight-destination",
     "POWERTOOLS_METRICS_NAMESPACE": "GainsightDestination",
-    "AWS_READ_TIMEOUT_SECONDS": "10",  # moto copies a table for every transaction: slow under load
+    "AWS_READ_TIMEOUT_SECONDS": "10",  # moto serves one DynamoDB request at a time: slow under load
     # Local runs and tests are not limited by the tenant's budget unless they ask (tests/test_quota.py);
     # the sandbox enforces a quota only when told to.
     "QUOTA_PER_MINUTE": "100000",
@@ -245,17 +247,65 @@ class LocalAws:
 
 
 @contextmanager
-def moto_aws(*, host: str = "127.0.0.1", port: int = 0) -> Iterator[LocalAws]:
+def moto_aws(*, host: str = "127.0.0.1", port: int = 0, own_process: bool = False) -> Iterator[LocalAws]:
     """A moto server for SSM and DynamoDB, on loopback unless told otherwise (make local-stack);
-    AWS_ENDPOINT_URL points this process's boto3 at it."""
+    AWS_ENDPOINT_URL points this process's boto3 at it. `own_process`: moto runs in a child
+    process, on a core of its own (the load test), instead of competing for this one's GIL."""
+    with (_moto_process(host, port) if own_process else _moto_thread(host, port)) as port:
+        with _pointed_at(f"http://127.0.0.1:{port}") as local:
+            yield local
+
+
+@contextmanager
+def _moto_thread(host: str, port: int) -> Iterator[int]:
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
     isolate_moto_dynamodb()
     server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
-    _, port = server.get_host_and_port()
-    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        yield server.get_host_and_port()[1]
+    finally:
+        server.stop()
+
+
+@contextmanager
+def _moto_process(host: str, port: int) -> Iterator[int]:
+    import subprocess
+    import urllib.request
+
+    if not port:
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            port = probe.getsockname()[1]
+    child = subprocess.Popen(
+        [sys.executable, "-c", f"from devtools.local import serve_moto; serve_moto({host!r}, {port})"],
+        cwd=ROOT,
+    )
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                if child.poll() is not None:
+                    raise RuntimeError("the moto server process exited") from None
+                time.sleep(0.05)
+        yield port
+    finally:
+        child.terminate()
+        child.wait(timeout=10)
+
+
+def serve_moto(host: str, port: int) -> None:
+    """A moto server in this process until it is terminated (moto_aws(own_process=True))."""
+    with _moto_thread(host, port):
+        threading.Event().wait()
+
+
+@contextmanager
+def _pointed_at(endpoint: str) -> Iterator[LocalAws]:
     names = [*LOCAL_ENV, "AWS_ENDPOINT_URL", "EVENT_TABLE", "AWS_LAMBDA_FUNCTION_NAME"]
     previous = {key: os.environ.get(key) for key in names}
     os.environ.update(LOCAL_ENV)
@@ -263,7 +313,6 @@ def moto_aws(*, host: str = "127.0.0.1", port: int = 0) -> Iterator[LocalAws]:
     try:
         yield LocalAws(endpoint, create_resources())
     finally:
-        server.stop()
         for key, value in previous.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -272,9 +321,12 @@ def moto_aws(*, host: str = "127.0.0.1", port: int = 0) -> Iterator[LocalAws]:
 
 
 def isolate_moto_dynamodb() -> None:
-    """One DynamoDB request at a time in moto, as DynamoDB isolates them. moto's backend is not
-    thread-safe: a failed transaction puts back a copy of the whole table taken when it began,
-    wiping what concurrent requests wrote meanwhile (real DynamoDB never loses those)."""
+    """One DynamoDB request at a time in moto, as DynamoDB isolates them, and transactions that undo
+    only their own items. moto's backend is not thread-safe, and a transaction that fails puts back
+    a copy of each whole table taken when it began: that wipes what concurrent requests wrote
+    meanwhile (real DynamoDB never loses those), and copying a table of thousands of items for every
+    transaction makes moto, not the code under test, what a load measures."""
+    from moto.dynamodb import models
     from moto.dynamodb.responses import DynamoHandler
 
     original = DynamoHandler.call_action
@@ -286,8 +338,61 @@ def isolate_moto_dynamodb() -> None:
         with lock:
             return original(self)
 
+    transact = models.DynamoDBBackend.transact_write_items
+    undoing = threading.local()
+
+    class TablesUncopied:
+        """moto's own rollback copy of a table, while a transaction keeps its items' copies instead."""
+
+        @staticmethod
+        def deepcopy(value: Any) -> Any:
+            if getattr(undoing, "active", False) and isinstance(value, models.Table):
+                return value
+            return copy.deepcopy(value)
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        before = []  # (table, hash, range, a copy of the item or None), as the transaction began
+        for entry in transact_items:
+            for kind, operation in entry.items():
+                try:
+                    table = self.get_table(operation["TableName"])
+                    key = operation["Item"] if kind == "Put" else operation["Key"]
+                    key = {name: key[name] for name in (table.hash_key_attr, table.range_key_attr) if name}
+                    hash_key, range_key = self.get_keys_value(table, key)
+                except Exception:  # moto refuses it itself, before anything is written
+                    continue
+                item = table.get_item(hash_key, range_key)
+                before.append((table, hash_key, range_key, copy.deepcopy(item)))
+        undoing.active = True
+        try:
+            transact(self, transact_items)
+        except Exception:
+            for table, hash_key, range_key, item in reversed(before):
+                _put_back(table, hash_key, range_key, item)
+            raise
+        finally:
+            undoing.active = False
+
     call_action.isolated = True  # type: ignore[attr-defined]
+    models.copy = TablesUncopied  # type: ignore[assignment]
+    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
     DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+
+def _put_back(table: Any, hash_key: Any, range_key: Any, item: Any) -> None:
+    """One item of a moto table as it was (None: absent)."""
+    if range_key is None:
+        if item is None:
+            table.items.pop(hash_key, None)
+        else:
+            table.items[hash_key] = item
+        return
+    if item is not None:
+        table.items[hash_key][range_key] = item
+        return
+    table.items[hash_key].pop(range_key, None)
+    if not table.items[hash_key]:
+        del table.items[hash_key]
 
 
 def quiet_powertools() -> None:

@@ -144,8 +144,13 @@ class DeadlineRetry(Retry):
         if self.clock.monotonic() + retry._delay(response) + self.least > self.deadline:
             reason = error or ResponseError(f"retry would pass the deadline (HTTP {getattr(response, 'status', '-')})")
             raise MaxRetryError(_pool, url or "", reason) from reason
-        if self.quota is not None and not self.quota.take():
-            raise MaxRetryError(_pool, url or "", QuotaSpent("no share of the Gainsight quota left for a retry"))
+        if self.quota is not None:
+            if not self.quota.take():
+                raise MaxRetryError(_pool, url or "", QuotaSpent("no share of the Gainsight quota left for a retry"))
+            if self.clock.monotonic() + retry._delay(response) + self.least > self.deadline:  # it waited for it
+                self.quota.give_back()
+                reason = error or ResponseError("retry would pass the deadline once the budget had room")
+                raise MaxRetryError(_pool, url or "", reason) from reason
         return retry
 
     def sleep(self, response: Any = None) -> None:
@@ -324,10 +329,11 @@ class Gainsight:
         headers: Mapping[str, str] | None = None,
         absent_ok: bool = False,
     ) -> Mapping[str, Any]:
+        least = self._admit()  # not made at all: not a call, nor logged as one
         started = self.clock.monotonic()
         throttled, auth_rejected = 0, False
         try:
-            response = self._send(operation, method, path, body, headers)
+            response = self._send(operation, method, path, body, headers, least)
             history = response.retries.history if response.retries else ()
             throttled = sum(1 for attempt in history if attempt.status == 429) + (response.status == 429)
             reply = _json(response.data)
@@ -345,24 +351,27 @@ class Gainsight:
         self.log.add(Call(operation, "ok", (self.clock.monotonic() - started) * 1000, throttled))
         return reply
 
-    def _send(
-        self, operation: str, method: str, path: str, body: Any, headers: Mapping[str, str] | None
-    ) -> urllib3.BaseHTTPResponse:
-        # An attempt cut short while Gainsight is still working on it leaves its outcome unknown
-        # (a track event could then be published twice): only start one that has time to finish.
+    def _admit(self) -> float:
+        """Time and a share of the tenant's budget for one call, or why not; the least time an
+        attempt needs. An attempt cut short while Gainsight is still working on it leaves its outcome
+        unknown (a track event could then be published twice): only start one that has time to finish."""
         least = min(self.read_timeout, MIN_ATTEMPT_SECONDS)
         wait = self.throttle.remaining()
         if self.clock.monotonic() + wait + least > self.deadline:
-            raise GainsightError(
-                "time budget ran out before this call could be made",
-                status_code=504,
-                retryable=True,
-                code="budget_exhausted",
-            )
+            raise budget_exhausted()
         if wait:
             self.clock.sleep(wait)
-        if self.quota is not None and not self.quota.take():
-            raise quota_spent()
+        if self.quota is not None:
+            if not self.quota.take():
+                raise quota_spent()
+            if self.clock.monotonic() + least > self.deadline:  # it waited for room, or for other threads
+                self.quota.give_back()
+                raise budget_exhausted()
+        return least
+
+    def _send(
+        self, operation: str, method: str, path: str, body: Any, headers: Mapping[str, str] | None, least: float
+    ) -> urllib3.BaseHTTPResponse:
         retries = DeadlineRetry(
             total=self.max_retries,
             # An insert whose answer was lost may have created the company: never resend it blind;
@@ -403,6 +412,12 @@ class Gainsight:
         except (MaxRetryError, HTTPError) as error:
             raise unreachable(error.reason if isinstance(error, MaxRetryError) else error) from error
         return response
+
+
+def budget_exhausted() -> GainsightError:
+    return GainsightError(
+        "time budget ran out before this call could be made", status_code=504, retryable=True, code="budget_exhausted"
+    )
 
 
 def quota_spent() -> GainsightError:

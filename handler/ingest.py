@@ -6,6 +6,7 @@ and nowhere else."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 import uuid
 from collections import Counter
@@ -34,6 +35,8 @@ from store import DONE, REJECTED, EventStore, Seen, Settled, Stored, StoreError
 KNOWN_TYPES = frozenset({"identify", "group", "track", "page", "screen", "alias"})
 SAFETY_MARGIN_SECONDS = 1.0  # of the Lambda's remaining time, left to answer
 PARKING_RESERVE_SECONDS = 1.5  # of a request's budget, kept for recording what is still undelivered
+# A request waits this long at most for room in the tenant's budget; then it parks the rest.
+INTAKE_QUOTA_WAIT_SECONDS = 1.0
 DRAIN_PAGE = 100
 WAITING = "an earlier event of this person or company is waiting"
 # Rejections worth keeping for a replay: the configuration may be fixed, Gainsight's refusal understood.
@@ -394,6 +397,8 @@ def _drain_page(
             report.gave_up += 1
             continue
         report.retried += 1
+        if not own and not (n in written and not stored.record.link_only):
+            continue  # it waited for the budget, for time or behind an older event: parked as it was, due now
         try:
             parts.store.retry_later(
                 stored,
@@ -473,7 +478,7 @@ def _deliver(
         config.event_table,
         parts.store.dynamodb,
         Budget(config.quota_per_minute, config.quota_per_day, config.quota_window_seconds),
-        wait=wait_for_quota,
+        max_wait=math.inf if wait_for_quota else INTAKE_QUOTA_WAIT_SECONDS,
         deadline=deadline,
         monotonic=monotonic_clock.monotonic,
         sleep=monotonic_clock.sleep,

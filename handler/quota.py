@@ -3,10 +3,12 @@
 Gainsight counts calls per fixed minute (and per day) in windows we cannot see, so the budget is a
 sliding window: the start times of the last calls, kept in one DynamoDB item, never more than the
 current rate within any `window_seconds`. That bounds every Gainsight window too, however it is
-aligned. A caller reserves several calls per write (what its plan needs), uses them, and gives back
-what it did not use. A 429 pauses everyone until its Retry-After and cuts the rate by 30 %; every
-window without one raises it by 10 %, never above the configured budget (rudder-server's adaptive
-throttler). The same item counts the day's calls against the daily budget.
+aligned. A caller reserves a few calls per write (CHUNK, or what its plan still needs), just before
+it makes them, and gives back what it did not use: a reservation's start time is close to its calls'
+own. A 429 pauses everyone until its Retry-After and cuts the rate by 30 %, once per window however
+many calls it answered; every window without one raises it by 10 %, never above the configured
+budget (rudder-server's adaptive throttler). The same item counts the day's calls against the daily
+budget.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ KEY = {"pk": {"S": "quota"}, "sk": {"S": "calls"}}
 DEFAULT_PAUSE_SECONDS = 2.0
 DAY_SECONDS = 86400
 MIN_RATE_SHARE = 0.1  # the rate never adapts below a tenth of the budget
+CHUNK = 10  # calls reserved per write: about what a request's threads start at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +47,9 @@ class Usage:
 class SharedQuota:
     """The tenant's budget in the event table. Thread-safe: a request's calls share one instance.
 
-    `wait`: whether `take` may wait for the budget (the drain) or answers at once (a request, which
-    parks what it cannot send now instead of keeping its sender waiting).
+    `max_wait`: the seconds one `take` may wait for room, before the deadline: a request waits
+    briefly at most, and parks what it cannot send then instead of keeping its sender waiting;
+    the drain waits as long as its run lasts (math.inf).
     """
 
     def __init__(
@@ -54,7 +58,7 @@ class SharedQuota:
         dynamodb: Any,
         budget: Budget,
         *,
-        wait: bool,
+        max_wait: float,
         deadline: float,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -63,7 +67,7 @@ class SharedQuota:
         self.table = table
         self.dynamodb = dynamodb
         self.budget = budget
-        self.wait = wait
+        self.max_wait = max_wait
         self.deadline = deadline
         self.clock = clock
         self.monotonic = monotonic
@@ -72,30 +76,42 @@ class SharedQuota:
         self._lock = threading.Lock()
         self._held = 0  # reserved and not used yet
         self._stamps: list[float] = []  # the start times we reserved, to give back the unused ones
+        self._expected = 0  # calls the plan still expects to make, reserved or not
 
     def expect(self, calls: int) -> None:
-        """Reserve what a plan needs in one write (as much of it as the budget has now)."""
+        """The calls a plan expects to make: what later reservations are sized by."""
         with self._lock:
-            if calls > self._held:
-                self._reserve(calls - self._held)
+            self._expected = calls
 
     def take(self) -> bool:
         """One call's share of the budget: False when there is none now (or, waiting, before the deadline)."""
         with self._lock:
+            until = None  # how long this take may wait, from when it first finds no room
             while self._held == 0:
-                if self._reserve(5) == 0 and not self._wait_for_room():
-                    return False
+                if self._reserve(min(CHUNK, max(1, self._expected))) == 0:
+                    until = until or min(self.deadline, self.monotonic() + self.max_wait)
+                    if not self._wait_for_room(until):
+                        return False
             self._held -= 1
+            self._expected = max(0, self._expected - 1)
             return True
+
+    def give_back(self) -> None:
+        """A share taken and not used after all (no time was left to make the call): kept for the
+        next call, or given back by `release`."""
+        with self._lock:
+            self._held += 1
 
     def throttled(self, retry_after: float | None) -> None:
         """Gainsight answered 429: everyone pauses, and the rate comes down by 30 %."""
         pause = retry_after if retry_after is not None else min(DEFAULT_PAUSE_SECONDS, self.budget.window_seconds)
 
         def change(item: dict[str, Any], now: float) -> dict[str, Any]:
+            paused = item | {"pausedUntil": max(float(item.get("pausedUntil", 0)), now + pause)}
+            if now - float(item.get("throttledAt", 0)) <= self.budget.window_seconds:
+                return paused  # the same overrun, answered to several calls: the rate comes down once
             rate = max(self.budget.per_window * MIN_RATE_SHARE, float(item.get("rate", self.budget.per_window)) * 0.7)
-            return item | {"rate": rate, "pausedUntil": max(float(item.get("pausedUntil", 0)), now + pause),
-                           "throttledAt": now}  # fmt: skip
+            return paused | {"rate": rate, "throttledAt": now}
 
         self._update(change)
 
@@ -122,7 +138,7 @@ class SharedQuota:
     def _reserve(self, wanted: int) -> int:
         granted = 0
 
-        def change(item: dict[str, Any], now: float) -> dict[str, Any]:
+        def change(item: dict[str, Any], now: float) -> dict[str, Any] | None:
             nonlocal granted
             window, budget = self.budget.window_seconds, self.budget
             times = [t for t in item.get("times", []) if t > now - window]
@@ -136,6 +152,8 @@ class SharedQuota:
             day_used = int(item.get("dayUsed", 0)) if int(item.get("day", day)) == day else 0
             room = 0 if float(item.get("pausedUntil", 0)) > now else int(rate) - len(times)
             granted = max(0, min(wanted, room, budget.per_day - day_used))
+            if not granted and rate == float(item.get("rate", budget.per_window)):
+                return None  # nothing to write
             return item | {"times": times + [now] * granted, "rate": rate, "day": day, "dayUsed": day_used + granted}
 
         item = self._update(change)
@@ -145,28 +163,31 @@ class SharedQuota:
             self.usage = Usage(day_used=int(item["dayUsed"]), rate=float(item["rate"]))
         return granted if item is not None else 0
 
-    def _wait_for_room(self) -> bool:
-        """Sleep until the oldest call leaves the window, if waiting is allowed and time is left."""
-        if not self.wait:
-            return False
+    def _wait_for_room(self, until: float) -> bool:
+        """Sleep until the oldest call leaves the window, if that is before `until`."""
         item = self._read()
         now = self.clock()
         if int(item.get("day", -1)) == int(now // DAY_SECONDS) and int(item.get("dayUsed", 0)) >= self.budget.per_day:
             return False  # the day's budget is spent: nothing frees up before midnight UTC
-        times = [t for t in item.get("times", []) if t > now - self.budget.window_seconds]
-        free_at = max(float(item.get("pausedUntil", 0)), (min(times) + self.budget.window_seconds) if times else now)
+        times = sorted(t for t in item.get("times", []) if t > now - self.budget.window_seconds)
+        over = len(times) - int(float(item.get("rate", self.budget.per_window)))  # calls to leave before one fits
+        free_at = max(float(item.get("pausedUntil", 0)), times[over] + self.budget.window_seconds if over >= 0 else now)
         delay = max(0.05, free_at - now)
-        if self.monotonic() + delay >= self.deadline:
+        if self.monotonic() + delay > until:
             return False
         self.sleep(delay)
         return True
 
-    def _update(self, change: Callable[[dict[str, Any], float], dict[str, Any]]) -> dict[str, Any] | None:
-        """Read, change and write the item, conditional on nobody having written it meanwhile."""
+    def _update(self, change: Callable[[dict[str, Any], float], dict[str, Any] | None]) -> dict[str, Any] | None:
+        """Read, change and write the item, conditional on nobody having written it meanwhile (no
+        write when `change` returns None)."""
         for attempt in range(8):
             item = self._read()
             version = int(item.get("version", 0))
-            new = change(dict(item), self.clock()) | {"version": version + 1}
+            changed = change(dict(item), self.clock())
+            if changed is None:
+                return item
+            new = changed | {"version": version + 1}
             try:
                 self.dynamodb.put_item(
                     TableName=self.table,

@@ -4,7 +4,7 @@ sandbox's quota nothing is lost or duplicated. Figures belong to `make loadtest`
 from __future__ import annotations
 
 from devtools.gainsight_sandbox import Sandbox
-from devtools.loadtest import Options, copy_each_table_once_per_transaction, run, table, targets
+from devtools.loadtest import Options, run, table, targets
 
 
 def test_a_small_compressed_load_loses_and_duplicates_nothing(sandbox: Sandbox) -> None:
@@ -13,7 +13,6 @@ def test_a_small_compressed_load_loses_and_duplicates_nothing(sandbox: Sandbox) 
         levels=(1.0,), factor=20, quota_per_window=30, load_windows=2, max_drain_windows=4,
         batch_size=10, calibration_batches=3,
     )  # fmt: skip
-    copy_each_table_once_per_transaction()
 
     # When the harness runs it
     single, reports = run(sandbox, options)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import boto3
 import pytest
 
@@ -31,12 +33,12 @@ def clock(sandbox: Sandbox) -> Clock:  # sandbox: an empty event table
     return Clock()
 
 
-def quota(clock: Clock, *, per_window: int = 10, per_day: int = 1000, wait: bool = False) -> SharedQuota:
+def quota(clock: Clock, *, per_window: int = 10, per_day: int = 1000, wait: float = 0.0) -> SharedQuota:
     return SharedQuota(
         EVENT_TABLE,
         boto3.client("dynamodb"),
         Budget(per_window, per_day, window_seconds=60),
-        wait=wait,
+        max_wait=wait,
         deadline=clock.now + 300,
         clock=clock.time,
         monotonic=clock.time,
@@ -51,11 +53,13 @@ def takes(q: SharedQuota, n: int) -> int:
 def test_instances_share_one_window_and_unused_shares_come_back(clock: Clock) -> None:
     # Given two instances (two Lambdas) sharing a budget of 10 calls a minute
     first, second = quota(clock), quota(clock)
-    # When the first plans 7 calls and the second wants 6
+    # When the first, planning 7 calls, makes 3 (its first reserves all 7 in one write)
     first.expect(7)
-    assert takes(second, 6) == 3  # only what is left
-    # Then, once the first gives back the 2 it did not use, the second may have them
-    assert takes(first, 5) == 5
+    assert takes(first, 3) == 3
+    # Then the second, wanting 6, gets only what is left
+    assert takes(second, 6) == 3
+    # and once the first gives back the 2 it did not use, the second may have them
+    assert takes(first, 2) == 2
     first.release()
     assert takes(second, 3) == 2
     # And a minute later the window is free again
@@ -66,20 +70,21 @@ def test_instances_share_one_window_and_unused_shares_come_back(clock: Clock) ->
 def test_a_429_pauses_everyone_and_lowers_the_rate_which_recovers_after_clean_windows(clock: Clock) -> None:
     q = quota(clock, per_window=100)
     assert q.take()
-    # When Gainsight answers 429 with Retry-After: 30
+    # When Gainsight answers 429 with Retry-After: 30, to two calls of the same overrun
+    q.throttled(30)
     q.throttled(30)
     q.release()
     # Then nobody gets a share until it has passed
     assert quota(clock).take() is False
     clock.now += 31
-    # and then at most 70 % of the budget per window
+    # and then at most 70 % of the budget per window: cut once, not once per 429 answered
     assert takes(quota(clock, per_window=100), 100) == 69  # 70, less the call made before the 429
     # rising by 10 % a window while no 429 comes, never above the budget
     rates = []
     for _ in range(6):
         clock.now += 61
         probe = quota(clock, per_window=100)
-        probe.expect(1)
+        assert probe.take()
         rates.append(round(probe.usage.rate))
         probe.release()
     assert rates == [77, 85, 93, 100, 100, 100]
@@ -100,7 +105,7 @@ def test_the_drain_does_not_wait_for_a_day_whose_budget_is_spent(clock: Clock) -
     # Given the day's budget spent
     assert takes(quota(clock, per_window=100, per_day=20), 20) == 20
     # When the drain (which may wait) wants another call
-    drain = quota(clock, per_window=100, per_day=20, wait=True)
+    drain = quota(clock, per_window=100, per_day=20, wait=math.inf)
     # Then it is told at once that there is none, instead of polling until its run ends
     assert drain.take() is False
     assert clock.slept == []
@@ -110,10 +115,24 @@ def test_the_drain_waits_for_room_instead_of_failing(clock: Clock) -> None:
     # Given a window spent by someone else
     assert takes(quota(clock), 10) == 10
     # When the drain (which may wait) wants another call
-    drain = quota(clock, wait=True)
+    drain = quota(clock, wait=math.inf)
     # Then it sleeps until the oldest call leaves the window, and gets it
     assert drain.take() is True
     assert 59 <= sum(clock.slept) <= 61
+
+
+def test_a_request_waits_for_room_only_briefly(clock: Clock) -> None:
+    # Given a window spent by someone else 59.5 s ago
+    assert takes(quota(clock), 10) == 10
+    clock.now += 59.5
+    # When a request (which may wait a second in all) wants a call
+    # Then it waits the half second until the oldest call leaves the window, and gets it
+    assert quota(clock, wait=1.0).take() is True
+    assert clock.slept == [pytest.approx(0.5)]
+    # But when the window frees only in a minute, it is told at once, without waiting
+    assert takes(quota(clock), 9) == 9
+    assert quota(clock, wait=1.0).take() is False
+    assert clock.slept == [pytest.approx(0.5)]
 
 
 def test_a_request_parks_what_the_budget_cannot_cover(sandbox: Sandbox, monkeypatch) -> None:

@@ -112,7 +112,7 @@ class LevelReport:
     backlog_at_stop: int = 0
     drain_windows: float | None = None  # None: not drained within max_drain_windows
     ideal_drain_windows: float = 0.0
-    delivered_during_load: int = 0  # API answers and drain runs that ended while load lasted
+    delivered_during_load: int = 0  # events whose delivering call answered while load lasted
     requests: int = 0
     late_seconds: float = 0.0  # how far the senders fell behind their schedule, at worst
 
@@ -124,7 +124,7 @@ class Tally:
     lock: threading.Lock = field(default_factory=threading.Lock)
     answers: dict[str, dict[str, Any]] = field(default_factory=dict)  # messageId -> last result
     api_seconds: list[float] = field(default_factory=list)
-    delivered_at: list[tuple[float, int]] = field(default_factory=list)  # answers and drain pages
+    delivered_at: list[tuple[float, int]] = field(default_factory=list)  # (when, events) per delivering call
     late: float = 0.0
 
     def answered(self, results: list[dict[str, Any]], seconds: float, late: float) -> None:
@@ -133,11 +133,46 @@ class Tally:
             self.late = max(self.late, late)
             for result in results:
                 self.answers[result["messageId"]] = result
-            self.delivered_at.append((time.monotonic(), sum(r["outcome"] == "delivered" for r in results)))
 
-    def drained(self, delivered: int) -> None:
+    def delivered(self, count: int) -> None:
         with self.lock:
-            self.delivered_at.append((time.monotonic(), delivered))
+            self.delivered_at.append((time.monotonic(), count))
+
+
+@contextmanager
+def delivery_times(tally: Tally) -> Iterator[None]:
+    """Each event counted as delivered when the Gainsight call that delivered it answered, by a
+    request or by the drain: a person's write (its identify and group events), a track's publish,
+    a batch's Timeline activities."""
+    use_handler_path()
+    import delivery
+
+    originals = {name: getattr(delivery.Delivery, name) for name in ("_person", "_track", "_activities")}
+    nested = threading.local()  # a refused merged write is split into calls of its own: count once
+
+    def counting(name: str) -> Any:
+        original = originals[name]
+
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            depth = getattr(nested, "depth", 0)
+            nested.depth = depth + 1
+            try:
+                outcomes = original(self, *args, **kwargs)
+            finally:
+                nested.depth = depth
+            if depth == 0:
+                tally.delivered(sum(o.outcome == "delivered" for o in outcomes.values()))
+            return outcomes
+
+        return wrapper
+
+    for name in originals:
+        setattr(delivery.Delivery, name, counting(name))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(delivery.Delivery, name, original)
 
 
 class Backlog:
@@ -179,14 +214,13 @@ class Backlog:
 
 class Drain:
     """The scheduled drain: a run every window, never two at once (reserved concurrency 1); a tick
-    that finds the previous run still going is skipped, as a throttled schedule would be."""
+    that finds the previous run still going is skipped."""
 
     def __init__(self, compression: Compression, tally: Tally) -> None:
         use_handler_path()
         import ingest
 
         self._ingest = ingest
-        self._drain_page = ingest._drain_page
         self.compression = compression
         self.tally = tally
         self.stop = threading.Event()
@@ -195,20 +229,12 @@ class Drain:
         self._thread = threading.Thread(target=self._loop, name="loadtest-drain", daemon=True)
 
     def __enter__(self) -> Drain:
-        # Each page's deliveries are counted when the page is done, not when the run ends.
-        def page(*args: Any, **kwargs: Any) -> Any:
-            outcomes = self._drain_page(*args, **kwargs)
-            self.tally.drained(sum(o.outcome == "delivered" for o in outcomes.values()))
-            return outcomes
-
-        self._ingest._drain_page = page
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self._thread.join()
-        self._ingest._drain_page = self._drain_page
 
     def _loop(self) -> None:
         window = self.compression.window
@@ -310,8 +336,26 @@ def _set_faults(sandbox: Sandbox, options: Options, compression: Compression, *,
 
 
 def calibrate(sandbox: Sandbox, options: Options, compression: Compression) -> float:
-    """Gainsight calls per delivered event of the workload, one request at a time, no quota."""
+    """Gainsight calls per delivered event of the workload, one request at a time, no quota (in the
+    sandbox, nor in the shared budget)."""
     _set_faults(sandbox, options, compression, quota=False)
+    with unlimited_budget():
+        return _calibrate(sandbox, options)
+
+
+@contextmanager
+def unlimited_budget() -> Iterator[None]:
+    previous = os.environ["QUOTA_PER_MINUTE"]
+    os.environ["QUOTA_PER_MINUTE"] = "1000000"
+    reset_container()
+    try:
+        yield
+    finally:
+        os.environ["QUOTA_PER_MINUTE"] = previous
+        reset_container()
+
+
+def _calibrate(sandbox: Sandbox, options: Options) -> float:
     workload = Workload(users=options.users, companies=options.companies, active=options.active, seed=options.seed)
     counter = _counter()
     delivered = 0
@@ -341,7 +385,11 @@ def run_level(sandbox: Sandbox, options: Options, compression: Compression, leve
         results, seconds = _post(batch)
         tally.answered(results, seconds, late=time.monotonic() - due)
 
-    with Backlog(every=compression.window / 20) as backlog, Drain(compression, tally) as drain:
+    with (
+        delivery_times(tally),
+        Backlog(every=compression.window / 20) as backlog,
+        Drain(compression, tally) as drain,
+    ):
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=options.senders, thread_name_prefix="sender") as senders:
             for n, batch in enumerate(batches):

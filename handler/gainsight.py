@@ -144,13 +144,6 @@ class DeadlineRetry(Retry):
         if self.clock.monotonic() + retry._delay(response) + self.least > self.deadline:
             reason = error or ResponseError(f"retry would pass the deadline (HTTP {getattr(response, 'status', '-')})")
             raise MaxRetryError(_pool, url or "", reason) from reason
-        if self.quota is not None:
-            if not self.quota.take():
-                raise MaxRetryError(_pool, url or "", QuotaSpent("no share of the Gainsight quota left for a retry"))
-            if self.clock.monotonic() + retry._delay(response) + self.least > self.deadline:  # it waited for it
-                self.quota.give_back()
-                reason = error or ResponseError("retry would pass the deadline once the budget had room")
-                raise MaxRetryError(_pool, url or "", reason) from reason
         return retry
 
     def sleep(self, response: Any = None) -> None:
@@ -160,6 +153,15 @@ class DeadlineRetry(Retry):
             if self.quota is not None:
                 self.quota.throttled(self.get_retry_after(response))
         self.clock.sleep(delay)
+        # The retry's share is taken now, when it is about to go out: a share taken before the
+        # pause would hold a place in the budget's window for a call made long after it.
+        if self.quota is not None:
+            if not self.quota.take():
+                raise MaxRetryError(None, "", QuotaSpent("no share of the Gainsight quota left for a retry"))
+            if self.clock.monotonic() + self.least > self.deadline:  # it waited for room
+                self.quota.give_back()
+                reason = ResponseError("retry would pass the deadline once the budget had room")
+                raise MaxRetryError(None, "", reason) from reason
 
 
 class QuotaSpent(ResponseError):
@@ -356,17 +358,18 @@ class Gainsight:
         attempt needs. An attempt cut short while Gainsight is still working on it leaves its outcome
         unknown (a track event could then be published twice): only start one that has time to finish."""
         least = min(self.read_timeout, MIN_ATTEMPT_SECONDS)
+        if self.clock.monotonic() + self.throttle.remaining() + least > self.deadline:
+            raise budget_exhausted()
+        if self.quota is not None and not self.quota.take():
+            raise quota_spent()
+        # Checked again once the share is in hand: taking it may have waited, and a 429 come meanwhile.
         wait = self.throttle.remaining()
         if self.clock.monotonic() + wait + least > self.deadline:
+            if self.quota is not None:
+                self.quota.give_back()
             raise budget_exhausted()
         if wait:
             self.clock.sleep(wait)
-        if self.quota is not None:
-            if not self.quota.take():
-                raise quota_spent()
-            if self.clock.monotonic() + least > self.deadline:  # it waited for room, or for other threads
-                self.quota.give_back()
-                raise budget_exhausted()
         return least
 
     def _send(

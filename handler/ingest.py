@@ -37,7 +37,7 @@ SAFETY_MARGIN_SECONDS = 1.0  # of the Lambda's remaining time, left to answer
 PARKING_RESERVE_SECONDS = 1.5  # of a request's budget, kept for recording what is still undelivered
 # A request waits this long at most for room in the tenant's budget; then it parks the rest.
 INTAKE_QUOTA_WAIT_SECONDS = 1.0
-DRAIN_PAGE = 100
+DRAIN_PAGE = 400
 WAITING = "an earlier event of this person or company is waiting"
 # Rejections worth keeping for a replay: the configuration may be fixed, Gainsight's refusal understood.
 KEPT_REJECTIONS = frozenset({"no_event_name_mapping", "no_event_version_mapping"})

@@ -27,6 +27,7 @@ DEFAULT_PAUSE_SECONDS = 2.0
 DAY_SECONDS = 86400
 MIN_RATE_SHARE = 0.1  # the rate never adapts below a tenth of the budget
 CHUNK = 10  # calls reserved per write: about what a request's threads start at once
+RESERVATION_SKEW_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,12 @@ class Budget:
     per_window: int  # calls per window (Gainsight: about 100 a minute)
     per_day: int
     window_seconds: float = 60.0
+
+    @property
+    def span(self) -> float:
+        """How long a reserved call holds its place: the window, plus the time its call may start
+        after the reservation's stamp (a DynamoDB round trip), so no Gainsight window sees more."""
+        return self.window_seconds + RESERVATION_SKEW_SECONDS
 
 
 @dataclass
@@ -77,6 +84,7 @@ class SharedQuota:
         self._held = 0  # reserved and not used yet
         self._stamps: list[float] = []  # the start times we reserved, to give back the unused ones
         self._expected = 0  # calls the plan still expects to make, reserved or not
+        self._denied = False  # a take found no room in time: later ones answer at once
 
     def expect(self, calls: int) -> None:
         """The calls a plan expects to make: what later reservations are sized by."""
@@ -88,9 +96,12 @@ class SharedQuota:
         with self._lock:
             until = None  # how long this take may wait, from when it first finds no room
             while self._held == 0:
+                if self._denied or self.monotonic() >= self.deadline:
+                    return False
                 if self._reserve(min(CHUNK, max(1, self._expected))) == 0:
                     until = until or min(self.deadline, self.monotonic() + self.max_wait)
                     if not self._wait_for_room(until):
+                        self._denied = True  # the rest of the plan is parked at once, not asked for again
                         return False
             self._held -= 1
             self._expected = max(0, self._expected - 1)
@@ -110,7 +121,7 @@ class SharedQuota:
             paused = item | {"pausedUntil": max(float(item.get("pausedUntil", 0)), now + pause)}
             if now - float(item.get("throttledAt", 0)) <= self.budget.window_seconds:
                 return paused  # the same overrun, answered to several calls: the rate comes down once
-            rate = max(self.budget.per_window * MIN_RATE_SHARE, float(item.get("rate", self.budget.per_window)) * 0.7)
+            rate = max(self.budget.per_window * MIN_RATE_SHARE, self._rate(item) * 0.7)
             return paused | {"rate": rate, "throttledAt": now}
 
         self._update(change)
@@ -141,7 +152,7 @@ class SharedQuota:
         def change(item: dict[str, Any], now: float) -> dict[str, Any] | None:
             nonlocal granted
             window, budget = self.budget.window_seconds, self.budget
-            times = [t for t in item.get("times", []) if t > now - window]
+            times = [t for t in item.get("times", []) if t > now - budget.span]
             rate = float(item.get("rate", budget.per_window))
             # A window without a 429 raises the rate by 10 %, up to the budget.
             clean = now - float(item.get("throttledAt", 0)) > window and now - float(item.get("raisedAt", 0)) > window
@@ -150,9 +161,9 @@ class SharedQuota:
                 item = item | {"raisedAt": now}
             day = int(now // DAY_SECONDS)
             day_used = int(item.get("dayUsed", 0)) if int(item.get("day", day)) == day else 0
-            room = 0 if float(item.get("pausedUntil", 0)) > now else int(rate) - len(times)
+            room = 0 if float(item.get("pausedUntil", 0)) > now else int(self._rate({"rate": rate})) - len(times)
             granted = max(0, min(wanted, room, budget.per_day - day_used))
-            if not granted and rate == float(item.get("rate", budget.per_window)):
+            if not granted and rate == float(item.get("rate", -1)):
                 return None  # nothing to write
             return item | {"times": times + [now] * granted, "rate": rate, "day": day, "dayUsed": day_used + granted}
 
@@ -163,15 +174,19 @@ class SharedQuota:
             self.usage = Usage(day_used=int(item["dayUsed"]), rate=float(item["rate"]))
         return granted if item is not None else 0
 
+    def _rate(self, item: dict[str, Any]) -> float:
+        """The current rate, never above the configured budget (which may have been lowered since)."""
+        return min(float(item.get("rate", self.budget.per_window)), float(self.budget.per_window))
+
     def _wait_for_room(self, until: float) -> bool:
         """Sleep until the oldest call leaves the window, if that is before `until`."""
         item = self._read()
         now = self.clock()
         if int(item.get("day", -1)) == int(now // DAY_SECONDS) and int(item.get("dayUsed", 0)) >= self.budget.per_day:
             return False  # the day's budget is spent: nothing frees up before midnight UTC
-        times = sorted(t for t in item.get("times", []) if t > now - self.budget.window_seconds)
-        over = len(times) - int(float(item.get("rate", self.budget.per_window)))  # calls to leave before one fits
-        free_at = max(float(item.get("pausedUntil", 0)), times[over] + self.budget.window_seconds if over >= 0 else now)
+        times = sorted(t for t in item.get("times", []) if t > now - self.budget.span)
+        over = len(times) - int(self._rate(item))  # calls to leave before one fits
+        free_at = max(float(item.get("pausedUntil", 0)), times[over] + self.budget.span if over >= 0 else now)
         delay = max(0.05, free_at - now)
         if self.monotonic() + delay > until:
             return False

@@ -18,6 +18,7 @@ holds state: the drain finds work by querying the index, so losing a trigger onl
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 import uuid
@@ -407,8 +408,12 @@ class EventStore:
         for change in changes:
             event_id = change.record.event_id
             groups.setdefault((lanes or {}).get(event_id, event_id), []).append(change)
-        # Whole groups, largest first, each into the lane with the least work so far.
-        queues: list[list[Change]] = [[] for _ in range(min(len(groups), LANES))]
+        # Whole groups, largest first, each into the lane with the least work so far; as many lanes
+        # as it takes to fill about half a transaction each (every transaction touches a shared
+        # counter, so fewer of them conflict less), at most LANES.
+        size = sum(len(change.actions) + len(change.heads) for change in changes)
+        lanes_wanted = min(len(groups), LANES, max(1, math.ceil(size / (MAX_TRANSACTION_ACTIONS // 2))))
+        queues: list[list[Change]] = [[] for _ in range(lanes_wanted)]
         for group in sorted(groups.values(), key=len, reverse=True):
             min(queues, key=len).extend(group)
 

@@ -56,12 +56,13 @@ def test_instances_share_one_window_and_unused_shares_come_back(clock: Clock) ->
     # When the first, planning 7 calls, makes 3 (its first reserves all 7 in one write)
     first.expect(7)
     assert takes(first, 3) == 3
-    # Then the second, wanting 6, gets only what is left
+    # Then the second, wanting 6, gets only what is left, and once denied asks no more
     assert takes(second, 6) == 3
-    # and once the first gives back the 2 it did not use, the second may have them
+    assert second.take() is False
+    # and once the first gives back the 2 it did not use, the next instance may have them
     assert takes(first, 2) == 2
     first.release()
-    assert takes(second, 3) == 2
+    assert takes(quota(clock), 3) == 2
     # And a minute later the window is free again
     clock.now += 61
     assert takes(quota(clock), 10) == 10
@@ -88,6 +89,15 @@ def test_a_429_pauses_everyone_and_lowers_the_rate_which_recovers_after_clean_wi
         rates.append(round(probe.usage.rate))
         probe.release()
     assert rates == [77, 85, 93, 100, 100, 100]
+
+
+def test_a_lowered_budget_applies_at_once(clock: Clock) -> None:
+    # Given a budget of 100 calls a minute in use
+    assert takes(quota(clock, per_window=100), 5) == 5
+    # When the stack is updated to 10 a minute, a minute later
+    clock.now += 61
+    # Then no instance gets more than 10 in a minute
+    assert takes(quota(clock, per_window=10), 20) == 10
 
 
 def test_the_daily_budget_is_counted_and_enforced(clock: Clock) -> None:
@@ -122,17 +132,17 @@ def test_the_drain_waits_for_room_instead_of_failing(clock: Clock) -> None:
 
 
 def test_a_request_waits_for_room_only_briefly(clock: Clock) -> None:
-    # Given a window spent by someone else 59.5 s ago
+    # Given a window spent by someone else 59.9 s ago
     assert takes(quota(clock), 10) == 10
-    clock.now += 59.5
-    # When a request (which may wait a second in all) wants a call
-    # Then it waits the half second until the oldest call leaves the window, and gets it
+    clock.now += 59.9
+    # When a request (which may wait a second) wants a call
+    # Then it waits until the oldest call has left the window (and its half second of skew), and gets it
     assert quota(clock, wait=1.0).take() is True
-    assert clock.slept == [pytest.approx(0.5)]
+    assert clock.slept == [pytest.approx(0.6)]
     # But when the window frees only in a minute, it is told at once, without waiting
     assert takes(quota(clock), 9) == 9
     assert quota(clock, wait=1.0).take() is False
-    assert clock.slept == [pytest.approx(0.5)]
+    assert clock.slept == [pytest.approx(0.6)]
 
 
 def test_a_request_parks_what_the_budget_cannot_cover(sandbox: Sandbox, monkeypatch) -> None:

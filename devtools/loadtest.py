@@ -509,8 +509,9 @@ def targets(single: float, reports: Sequence[LevelReport]) -> list[tuple[str, bo
         ("at most 1 % of calls answered 429", all(r.throttled <= 0.01 * r.calls for r in reports)),
         ("goodput >= 95 % of the quota-ideal at 1x and above",
          all(r.goodput >= 0.95 for r in reports if r.level >= 1)),
-        ("backlog drained within 10 % of the ideal number of windows",
-         all(r.drain_windows is not None and r.drain_windows <= 1.1 * r.ideal_drain_windows
+        # The drain runs once a window: a backlog it clears in its next run is drained at its pace.
+        ("backlog drained within 10 % of the ideal number of windows (or in the drain's next run)",
+         all(r.drain_windows is not None and r.drain_windows <= max(1.1 * r.ideal_drain_windows, 1.0)
              for r in reports if r.backlog_at_stop)),
     ]  # fmt: skip
     if 5.0 in by_level:

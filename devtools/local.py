@@ -251,9 +251,9 @@ def moto_aws(*, host: str = "127.0.0.1", port: int = 0, own_process: bool = Fals
     """A moto server for SSM and DynamoDB, on loopback unless told otherwise (make local-stack);
     AWS_ENDPOINT_URL points this process's boto3 at it. `own_process`: moto runs in a child
     process, on a core of its own (the load test), instead of competing for this one's GIL."""
-    with (_moto_process(host, port) if own_process else _moto_thread(host, port)) as port:
-        with _pointed_at(f"http://127.0.0.1:{port}") as local:
-            yield local
+    server = _moto_process(host, port) if own_process else _moto_thread(host, port)
+    with server as listening, _pointed_at(f"http://127.0.0.1:{listening}") as local:
+        yield local
 
 
 @contextmanager

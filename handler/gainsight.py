@@ -155,17 +155,21 @@ class DeadlineRetry(Retry):
         self.clock.sleep(delay)
         # The retry's share is taken now, when it is about to go out: a share taken before the
         # pause would hold a place in the budget's window for a call made long after it.
+        # (Raised from here, urllib3 passes these on as they are, not wrapped in a MaxRetryError.)
         if self.quota is not None:
             if not self.quota.take():
-                raise MaxRetryError(None, "", QuotaSpent("no share of the Gainsight quota left for a retry"))
+                raise QuotaSpent("no share of the Gainsight quota left for a retry")
             if self.clock.monotonic() + self.least > self.deadline:  # it waited for room
                 self.quota.give_back()
-                reason = ResponseError("retry would pass the deadline once the budget had room")
-                raise MaxRetryError(None, "", reason) from reason
+                raise DeadlineReached("retry would pass the deadline once the budget had room")
 
 
 class QuotaSpent(ResponseError):
     """No share of the tenant's Gainsight budget is left for this call now."""
+
+
+class DeadlineReached(ResponseError):
+    """The budget had room for a retry only too late for the deadline."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,7 +339,7 @@ class Gainsight:
         started = self.clock.monotonic()
         throttled, auth_rejected = 0, False
         try:
-            response = self._send(operation, method, path, body, headers, least)
+            response = self._send(operation, method, path, body, headers, least=least)
             history = response.retries.history if response.retries else ()
             throttled = sum(1 for attempt in history if attempt.status == 429) + (response.status == 429)
             reply = _json(response.data)
@@ -373,7 +377,7 @@ class Gainsight:
         return least
 
     def _send(
-        self, operation: str, method: str, path: str, body: Any, headers: Mapping[str, str] | None, least: float
+        self, operation: str, method: str, path: str, body: Any, headers: Mapping[str, str] | None, *, least: float
     ) -> urllib3.BaseHTTPResponse:
         retries = DeadlineRetry(
             total=self.max_retries,
@@ -434,6 +438,8 @@ def unreachable(reason: BaseException | None) -> GainsightError:
     """Name why no answer came, so an operator knows where to look: DNS, a refused connection, a timeout."""
     if isinstance(reason, QuotaSpent):
         return quota_spent()
+    if isinstance(reason, DeadlineReached):
+        return budget_exhausted()
     name = type(reason).__name__
     # Checked before timeouts: urllib3's NewConnectionError subclasses ConnectTimeoutError.
     if isinstance(reason, NameResolutionError):

@@ -94,12 +94,13 @@ class SharedQuota:
     def take(self) -> bool:
         """One call's share of the budget: False when there is none now (or, waiting, before the deadline)."""
         with self._lock:
-            until = None  # how long this take may wait, from when it first finds no room
+            until: float | None = None  # how long this take may wait, from when it first finds no room
             while self._held == 0:
                 if self._denied or self.monotonic() >= self.deadline:
                     return False
                 if self._reserve(min(CHUNK, max(1, self._expected))) == 0:
-                    until = until or min(self.deadline, self.monotonic() + self.max_wait)
+                    if until is None:
+                        until = min(self.deadline, self.monotonic() + self.max_wait)
                     if not self._wait_for_room(until):
                         self._denied = True  # the rest of the plan is parked at once, not asked for again
                         return False
@@ -161,7 +162,7 @@ class SharedQuota:
                 item = item | {"raisedAt": now}
             day = int(now // DAY_SECONDS)
             day_used = int(item.get("dayUsed", 0)) if int(item.get("day", day)) == day else 0
-            room = 0 if float(item.get("pausedUntil", 0)) > now else int(self._rate({"rate": rate})) - len(times)
+            room = 0 if float(item.get("pausedUntil", 0)) > now else int(min(rate, budget.per_window)) - len(times)
             granted = max(0, min(wanted, room, budget.per_day - day_used))
             if not granted and rate == float(item.get("rate", -1)):
                 return None  # nothing to write

@@ -25,7 +25,7 @@ import record
 from config import Destination
 from delivery import CompanyCache, Delivery, Outcome, outcome_of
 from errors import ConfigurationError, DestinationError, RequestRejected
-from gainsight import REAL_CLOCK, CallLog, Clock, Gainsight, pool
+from gainsight import MIN_ATTEMPT_SECONDS, REAL_CLOCK, CallLog, Clock, Gainsight, pool
 from observability import logger, metrics
 from quota import Budget, SharedQuota
 from record import Record
@@ -302,7 +302,8 @@ def drain(remaining_seconds: float, clock: Callable[[], float] = time.time) -> D
     calls = CallLog()
     seen: list[Record] = []
     outcomes: dict[int, Outcome] = {}
-    while monotonic_clock.monotonic() < deadline - PARKING_RESERVE_SECONDS:
+    # Another page only while a call could still start: reading one after that is reads for nothing.
+    while monotonic_clock.monotonic() < deadline - PARKING_RESERVE_SECONDS - MIN_ATTEMPT_SECONDS:
         try:
             page, start = parts.store.parked_page(cutoff, start, DRAIN_PAGE)
             current = parts.store.still_parked(page, deadline) if page else []

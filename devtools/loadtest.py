@@ -25,7 +25,15 @@ from typing import Any
 
 from devtools.bench import Workload, reset_container
 from devtools.gainsight_sandbox import Sandbox
-from devtools.local import api_event, invoke, moto_aws, quiet_powertools, seed_parameters, use_handler_path
+from devtools.local import (
+    api_event,
+    environment,
+    invoke,
+    moto_aws,
+    quiet_powertools,
+    seed_parameters,
+    use_handler_path,
+)
 
 REAL_WINDOW_SECONDS = 60.0  # Gainsight's quota window
 REAL_RETRY_BASE_SECONDS = 60.0  # the drain's schedule, and the first backoff
@@ -216,13 +224,12 @@ class Drain:
     """The scheduled drain: a run every window, never two at once (reserved concurrency 1); a tick
     that finds the previous run still going is skipped."""
 
-    def __init__(self, compression: Compression, tally: Tally) -> None:
+    def __init__(self, compression: Compression) -> None:
         use_handler_path()
         import ingest
 
         self._ingest = ingest
         self.compression = compression
-        self.tally = tally
         self.stop = threading.Event()
         self.runs = 0
         self.skipped = 0
@@ -312,19 +319,21 @@ def _post(batch: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], float]:
 @contextmanager
 def compressed(compression: Compression, options: Options) -> Iterator[None]:
     """The compressed settings in this process's environment, a cold container, then as before."""
-    values = compression.environment(quota_per_window=options.quota_per_window, quota_per_day=options.quota_per_day)
-    previous = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    reset_container()
-    try:
+    with cold_container_with(
+        compression.environment(quota_per_window=options.quota_per_window, quota_per_day=options.quota_per_day)
+    ):
         yield
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+
+
+@contextmanager
+def cold_container_with(values: dict[str, str]) -> Iterator[None]:
+    """These settings and a cold container (settings and parameters read afresh), then as before."""
+    with environment(values):
         reset_container()
+        try:
+            yield
+        finally:
+            reset_container()
 
 
 def _set_faults(sandbox: Sandbox, options: Options, compression: Compression, *, quota: bool) -> None:
@@ -339,20 +348,8 @@ def calibrate(sandbox: Sandbox, options: Options, compression: Compression) -> f
     """Gainsight calls per delivered event of the workload, one request at a time, no quota (in the
     sandbox, nor in the shared budget)."""
     _set_faults(sandbox, options, compression, quota=False)
-    with unlimited_budget():
+    with cold_container_with({"QUOTA_PER_MINUTE": "1000000"}):
         return _calibrate(sandbox, options)
-
-
-@contextmanager
-def unlimited_budget() -> Iterator[None]:
-    previous = os.environ["QUOTA_PER_MINUTE"]
-    os.environ["QUOTA_PER_MINUTE"] = "1000000"
-    reset_container()
-    try:
-        yield
-    finally:
-        os.environ["QUOTA_PER_MINUTE"] = previous
-        reset_container()
 
 
 def _calibrate(sandbox: Sandbox, options: Options) -> float:
@@ -388,7 +385,7 @@ def run_level(sandbox: Sandbox, options: Options, compression: Compression, leve
     with (
         delivery_times(tally),
         Backlog(every=compression.window / 20) as backlog,
-        Drain(compression, tally) as drain,
+        Drain(compression) as drain,
     ):
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=options.senders, thread_name_prefix="sender") as senders:

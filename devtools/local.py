@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -306,12 +306,18 @@ def serve_moto(host: str, port: int) -> None:
 
 @contextmanager
 def _pointed_at(endpoint: str) -> Iterator[LocalAws]:
-    names = [*LOCAL_ENV, "AWS_ENDPOINT_URL", "EVENT_TABLE", "AWS_LAMBDA_FUNCTION_NAME"]
-    previous = {key: os.environ.get(key) for key in names}
-    os.environ.update(LOCAL_ENV)
-    os.environ["AWS_ENDPOINT_URL"] = endpoint
-    try:
+    # EVENT_TABLE (create_resources) and AWS_LAMBDA_FUNCTION_NAME (invoke) are set later: put back too.
+    with environment(LOCAL_ENV | {"AWS_ENDPOINT_URL": endpoint}, also=("EVENT_TABLE", "AWS_LAMBDA_FUNCTION_NAME")):
         yield LocalAws(endpoint, create_resources())
+
+
+@contextmanager
+def environment(values: Mapping[str, str], *, also: Iterable[str] = ()) -> Iterator[None]:
+    """These variables in this process's environment, then every one of them (and `also`) as before."""
+    previous = {key: os.environ.get(key) for key in [*values, *also]}
+    os.environ.update(values)
+    try:
+        yield
     finally:
         for key, value in previous.items():
             if value is None:

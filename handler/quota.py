@@ -85,6 +85,7 @@ class SharedQuota:
         self._stamps: list[float] = []  # the start times we reserved, to give back the unused ones
         self._expected = 0  # calls the plan still expects to make, reserved or not
         self._denied = False  # a take found no room in time: later ones answer at once
+        self._known: dict[str, Any] | None = None  # the item as this instance last read or wrote it
 
     def expect(self, calls: int) -> None:
         """The calls a plan expects to make: what later reservations are sized by."""
@@ -181,7 +182,7 @@ class SharedQuota:
 
     def _wait_for_room(self, until: float) -> bool:
         """Sleep until the oldest call leaves the window, if that is before `until`."""
-        item = self._read()
+        item = self._known if self._known is not None else self._read()  # as the failed reservation just saw it
         now = self.clock()
         if int(item.get("day", -1)) == int(now // DAY_SECONDS) and int(item.get("dayUsed", 0)) >= self.budget.per_day:
             return False  # the day's budget is spent: nothing frees up before midnight UTC
@@ -195,13 +196,21 @@ class SharedQuota:
         return True
 
     def _update(self, change: Callable[[dict[str, Any], float], dict[str, Any] | None]) -> dict[str, Any] | None:
-        """Read, change and write the item, conditional on nobody having written it meanwhile (no
-        write when `change` returns None)."""
+        """Change the item and write it, conditional on nobody having written it meanwhile. The
+        change starts from the item as this instance last saw it, and a write that finds it changed
+        answers with the current one: a write needs no read before it. Deciding to write nothing
+        (`change` returns None) takes a fresh read."""
+        item, fresh = self._known, False
         for attempt in range(8):
-            item = self._read()
+            if item is None:
+                item, fresh = self._read(), True
             version = int(item.get("version", 0))
             changed = change(dict(item), self.clock())
             if changed is None:
+                if not fresh:
+                    item = None  # what this instance saw may be stale: read it before deciding
+                    continue
+                self._known = item
                 return item
             new = changed | {"version": version + 1}
             try:
@@ -210,13 +219,18 @@ class SharedQuota:
                     Item=KEY | _encode(new),
                     ConditionExpression="attribute_not_exists(version) OR version = :v",
                     ExpressionAttributeValues={":v": {"N": str(version)}},
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
+                self._known = new
                 return new
             except Exception as error:  # a conflict, throttling: try again; anything else: no budget now
                 if _code(error) not in ("ConditionalCheckFailedException", "ProvisionedThroughputExceededException",
                                         "ThrottlingException", "InternalServerError"):  # fmt: skip
-                    return None
+                    break
+                current = getattr(error, "response", {}).get("Item")
+                item, fresh = (_decode(current), True) if current else (None, False)
                 self.sleep(min(0.2, 0.01 * 2**attempt) * random.random())
+        self._known = None
         return None
 
     def _read(self) -> dict[str, Any]:

@@ -68,6 +68,27 @@ def test_instances_share_one_window_and_unused_shares_come_back(clock: Clock) ->
     assert takes(quota(clock), 10) == 10
 
 
+def test_an_instance_that_saw_the_budget_earlier_never_takes_more_than_is_left(clock: Clock) -> None:
+    # Given two instances of a budget of 10 calls a minute, counting their DynamoDB requests
+    requests: list[str] = []
+    first, second = quota(clock), quota(clock)
+    for q in (first, second):
+        q.dynamodb.meta.events.register("before-call.dynamodb.*", lambda model, **_: requests.append(model.name))
+    first.expect(4)
+    assert takes(first, 4) == 4
+    # When the second takes 5 meanwhile, and the first, still knowing the budget as it left it,
+    # wants 5 more
+    assert takes(second, 5) == 5
+    requests.clear()
+    first.expect(5)
+    # Then it gets the one share left, not five
+    assert takes(first, 5) == 1
+    # and its stale write was answered with the current item, not read first; only the "no room
+    # left" for the rest is read afresh before being believed
+    assert requests == ["PutItem", "PutItem", "GetItem"]
+    assert takes(quota(clock), 1) == 0
+
+
 def test_a_429_pauses_everyone_and_lowers_the_rate_which_recovers_after_clean_windows(clock: Clock) -> None:
     q = quota(clock, per_window=100)
     assert q.take()

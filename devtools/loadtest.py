@@ -83,7 +83,7 @@ class Compression:
 @dataclass(frozen=True, slots=True)
 class Options:
     levels: Sequence[float] = (0.5, 1.0, 2.0, 5.0)
-    factor: float = 10.0
+    factor: float = 5.0
     quota_per_window: int = 100
     quota_per_day: int = 50_000
     load_windows: int = 5

@@ -35,8 +35,9 @@ from store import DONE, REJECTED, EventStore, Seen, Settled, Stored, StoreError
 KNOWN_TYPES = frozenset({"identify", "group", "track", "page", "screen", "alias"})
 SAFETY_MARGIN_SECONDS = 1.0  # of the Lambda's remaining time, left to answer
 PARKING_RESERVE_SECONDS = 1.5  # of a request's budget, kept for recording what is still undelivered
-# A request waits this long at most for room in the tenant's budget; then it parks the rest.
-INTAKE_QUOTA_WAIT_SECONDS = 1.0
+# A request waits this long at most for room in the tenant's budget, then parks the rest: its sender
+# gets an answer fast, and calls that fit a moment later are still made now rather than a drain later.
+INTAKE_QUOTA_WAIT_SECONDS = 0.5
 DRAIN_PAGE = 400
 WAITING = "an earlier event of this person or company is waiting"
 # Rejections worth keeping for a replay: the configuration may be fixed, Gainsight's refusal understood.

@@ -34,6 +34,9 @@ PARKED, DONE, REJECTED = "parked", "done", "rejected"
 QUEUE_INDEX = "queue"
 MAX_TRANSACTION_ACTIONS = 100
 BATCH_GET = 100
+# Items per read of the queue index. DynamoDB answers at most 1 MB a read: a drain page is read in
+# as many answers as it takes, so the drain merges across the whole page whatever the events' size.
+QUERY_LIMIT = 100
 BATCH_WRITE = 25
 HEAD_TTL_SECONDS = 30 * 24 * 3600  # a head untouched this long has no parked event left in practice
 # How many events are parked in all, as a few counters (a transaction picks one, so concurrent
@@ -521,13 +524,17 @@ class EventStore:
             "ExpressionAttributeNames": {"#q": "queue"},
             "ExpressionAttributeValues": values,
             "ScanIndexForward": True,
-            "Limit": limit,
         }
-        if start:
-            kwargs["ExclusiveStartKey"] = start
-        reply = self._call("query", **kwargs)
-        page = [_stored(item, item["eventId"]["S"]) for item in reply.get("Items", [])]
-        return page, reply.get("LastEvaluatedKey")
+        page: list[Stored] = []
+        while True:
+            if start:
+                kwargs["ExclusiveStartKey"] = start
+            kwargs["Limit"] = min(QUERY_LIMIT, limit - len(page))
+            reply = self._call("query", **kwargs)
+            page += [_stored(item, item["eventId"]["S"]) for item in reply.get("Items", [])]
+            start = reply.get("LastEvaluatedKey")
+            if not start or len(page) >= limit:
+                return page, start
 
     def _call(self, operation: str, *, deadline: float | None = None, **kwargs: Any) -> Any:
         """One call, tried again with backoff while DynamoDB throttles or fails transiently and the

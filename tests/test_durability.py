@@ -132,6 +132,21 @@ def test_a_park_that_fails_leaves_nothing_behind_and_the_resend_is_delivered(san
 # -- order per entity ---------------------------------------------------------------------------
 
 
+def test_the_drain_merges_a_persons_events_across_several_reads_of_the_queue(sandbox: Sandbox) -> None:
+    # Given 150 identify events of Ada parked (Gainsight down), 1.5 MB: more than one read of the
+    # queue answers (DynamoDB answers at most 1 MB a read)
+    sandbox.fail(Fault(status=503, operation="person_upsert", times=4))
+    batch = [identify(message_id=f"i{n}", firstName=f"F{n}", notes="x" * 10_000) for n in range(150)]
+    assert set(post("/v1/batch", {"batch": batch}).outcomes) == {"deferred"}
+    writes = sandbox.state.count("person_upsert")
+    # When the drain runs once
+    drain()
+    # Then all of them are applied in one write, the newest values last
+    assert stored("parked") == []
+    assert sandbox.state.count("person_upsert") == writes + 1
+    assert person(sandbox)["FirstName"] == "F149"
+
+
 def test_a_company_keeps_the_order_of_its_group_events_across_people(sandbox: Sandbox) -> None:
     # Given Ada's group event for Acme parked because Gainsight refused the company write
     sandbox.fail(Fault(status=503, operation="company_insert", times=1))

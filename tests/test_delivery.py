@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+import ingest
 from delivery import CompanyCache, person_body, plan
 from devtools.gainsight_sandbox import Fault, Sandbox
 from devtools.local import demo_config, seed_parameters
@@ -194,8 +195,10 @@ def test_group_is_delivered_only_when_company_and_link_both_succeed(sandbox: San
     assert "Initech" not in {c["Name"] for c in sandbox.state.snapshot()["companies"]}
 
 
-def test_a_429_slows_every_call_down_together(sandbox: Sandbox) -> None:
-    # Given Gainsight throttles the first call and asks for one second's pause
+def test_a_429_slows_every_call_down_together(sandbox: Sandbox, monkeypatch) -> None:
+    # Given Gainsight throttles the first call and asks for one second's pause, and a request that
+    # may wait that long for the budget (by default it waits half a second, then parks the rest)
+    monkeypatch.setattr(ingest, "INTAKE_QUOTA_WAIT_SECONDS", 2.0)
     sandbox.fail(Fault(status=429, retry_after="1"))
     # When 30 tracks go out on 8 concurrent connections
     reply = post("/v1/batch", {"batch": [track(message_id=str(n)) for n in range(30)]})

@@ -3,6 +3,8 @@ cache staleness, shared backoff and per-event outcomes through lambda_handler ag
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 import ingest
@@ -200,14 +202,16 @@ def test_a_429_slows_every_call_down_together(sandbox: Sandbox, monkeypatch) -> 
     # may wait that long for the budget (by default it waits half a second, then parks the rest)
     monkeypatch.setattr(ingest, "INTAKE_QUOTA_WAIT_SECONDS", 2.0)
     sandbox.fail(Fault(status=429, retry_after="1"))
+    paused_at: list[float] = []  # when the function took in the 429 (the sandbox's clock)
+    hold = Throttle.hold
+    monkeypatch.setattr(Throttle, "hold", lambda self, s: (paused_at.append(time.monotonic()), hold(self, s))[1])
     # When 30 tracks go out on 8 concurrent connections
     reply = post("/v1/batch", {"batch": [track(message_id=str(n)) for n in range(30)]})
-    # Then all are delivered, and during the pause only calls already on their way when the 429 came
-    # back reached Gainsight (at most the 7 other connections): without a shared backoff, the other
-    # 29 would all have gone out at once
+    # Then all are delivered, and during the pause only calls already on their way when the function
+    # took in the 429 reached Gainsight (at most one on each of the 7 other connections): without a
+    # shared backoff, the other 29 would all have gone out at once
     assert set(reply.outcomes) == {"delivered"}
-    throttled = next(c for c in sandbox.state.calls if c.status == 429)
-    during_pause = [c for c in sandbox.state.calls if throttled.answered < c.at < throttled.answered + 0.95]
+    during_pause = [c for c in sandbox.state.calls if paused_at[0] < c.at < paused_at[0] + 0.95]
     assert len(during_pause) <= 7
     assert len(sandbox.state.snapshot()["events"]) == 30
 

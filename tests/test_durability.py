@@ -458,9 +458,10 @@ def _judge(
     state = sandbox.state.snapshot()
     published = Counter(e["body"]["marker"] for e in state["events"])
     dropped = {c.body["marker"] for c in sandbox.state.lost_answers if c.operation == "event_publish"}
+    excused = dropped | unanswered
     tracks = [e for e in valid if e["type"] == "track"]
     lost = [e["messageId"] for e in tracks if published[e["properties"]["marker"]] == 0]
-    duplicated = [m for m, count in published.items() if count > 1 and m not in dropped | unanswered]
+    duplicated = [m for m, count in published.items() if count > 1 and m not in excused]
     people = {p["Email"]: p for p in state["people"]}
     companies = {c["Name"]: c for c in state["companies"]}
     stale: list[str] = []

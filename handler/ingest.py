@@ -27,6 +27,7 @@ from delivery import CompanyCache, Delivery, Outcome, outcome_of
 from errors import ConfigurationError, DestinationError, RequestRejected
 from gainsight import MIN_ATTEMPT_SECONDS, REAL_CLOCK, CallLog, Clock, Gainsight, pool
 from observability import logger, metrics
+from quota import KEY as QUOTA_KEY
 from quota import Budget, SharedQuota
 from record import Record
 from settings import Settings, settings
@@ -180,7 +181,10 @@ def accept(
             outcomes[r.index] = Outcome("deferred", 202, f"queued for retry: {stored.reason or WAITING}", "deferred")
         else:
             fresh.append(r)
-    done = _deliver(fresh, config, parts, answer_by - PARKING_RESERVE_SECONDS, calls, blocked=seen.blocked)
+    (budget,) = seen.also
+    done = _deliver(
+        fresh, config, parts, answer_by - PARKING_RESERVE_SECONDS, calls, blocked=seen.blocked, quota_item=budget
+    )
     outcomes |= done.outcomes
     return outcomes | _record(
         fresh, outcomes, waiting=done.waiting, written=done.written, store=parts.store, deadline=answer_by
@@ -201,9 +205,10 @@ def intake_rejections(records: Sequence[Record], body_size: int) -> dict[int, Ou
 
 def _seen(candidates: Sequence[Record], store: EventStore, deadline: float) -> Seen:
     """Heads of every entity and the record of every event, in one pass of consistent reads: a
-    sender's retry of an event applied or parked already must not be applied or parked again."""
+    sender's retry of an event applied or parked already must not be applied or parked again. The
+    shared budget is read with them: its first reservation then needs no read of its own."""
     entities = {e for r in candidates for e in r.entities}
-    return store.lookup(entities, [r.event_id for r in candidates], deadline)
+    return store.lookup(entities, [r.event_id for r in candidates], deadline, also=[QUOTA_KEY])
 
 
 def _record(
@@ -462,6 +467,7 @@ def _deliver(
     *,
     blocked: Iterable[str] = (),
     wait_for_quota: bool = False,
+    quota_item: dict[str, Any] | None = None,
 ) -> Delivered:
     """Map the records (rejections are final), hold those behind `blocked` entities, deliver the rest."""
     if not records:
@@ -484,6 +490,7 @@ def _deliver(
         deadline=deadline,
         monotonic=monotonic_clock.monotonic,
         sleep=monotonic_clock.sleep,
+        known=quota_item,
     )
     gainsight = Gainsight(
         destination,

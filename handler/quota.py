@@ -56,7 +56,9 @@ class SharedQuota:
 
     `max_wait`: the seconds one `take` may wait for room, before the deadline: a request waits
     briefly at most, and parks what it cannot send then instead of keeping its sender waiting;
-    the drain waits as long as its run lasts (math.inf).
+    the drain waits as long as its run lasts (math.inf). `known`: the item as the caller read it
+    moments ago (a request reads it with everything else it looks up; {} when there is none yet):
+    the first reservation then writes without a read of its own.
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class SharedQuota:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        known: dict[str, Any] | None = None,
     ) -> None:
         self.table = table
         self.dynamodb = dynamodb
@@ -85,7 +88,8 @@ class SharedQuota:
         self._stamps: list[float] = []  # the start times we reserved, to give back the unused ones
         self._expected = 0  # calls the plan still expects to make, reserved or not
         self._denied = False  # a take found no room in time: later ones answer at once
-        self._known: dict[str, Any] | None = None  # the item as this instance last read or wrote it
+        self._known = _decode(known) if known is not None else None  # the item as last read or written
+        self._fresh = known is not None  # _known was just read: "no room" may be believed without a read
 
     def expect(self, calls: int) -> None:
         """The calls a plan expects to make: what later reservations are sized by."""
@@ -200,7 +204,8 @@ class SharedQuota:
         change starts from the item as this instance last saw it, and a write that finds it changed
         answers with the current one: a write needs no read before it. Deciding to write nothing
         (`change` returns None) takes a fresh read."""
-        item, fresh = self._known, False
+        item, fresh = self._known, self._fresh
+        self._fresh = False
         for attempt in range(8):
             if item is None:
                 item, fresh = self._read(), True

@@ -43,6 +43,7 @@ HEAD_TTL_SECONDS = 30 * 24 * 3600  # a head untouched this long has no parked ev
 # transactions rarely touch the same item). While it is 0, a request skips reading entity heads.
 PARKED_SHARDS = 8
 LANES = 8  # transactions of one request or drain run in flight at once (each lane in order)
+Key = Mapping[str, Any]  # an item's key: {"pk": {"S": ...}, "sk": {"S": ...}}
 RETRYABLE_CODES = frozenset(
     {
         "ProvisionedThroughputExceededException",
@@ -94,6 +95,7 @@ class Seen:
 
     blocked: frozenset[str]  # entities with parked events
     states: Mapping[str, Stored]  # event id -> its record, for the ids that have one
+    also: tuple[dict[str, Any], ...] = ()  # the items of `also`, in its order ({} for one that does not exist)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,24 +132,37 @@ class EventStore:
         self.clock = clock
         self.monotonic = monotonic
         self.sleep = sleep
+        self._parked_seen = False  # the last lookup found events parked
 
     # -- a request's view ----------------------------------------------------------------
 
-    def lookup(self, entities: Iterable[str], event_ids: Iterable[str], deadline: float) -> Seen:
-        """Which entities have parked events, and the records of these event ids (consistent reads).
+    def lookup(
+        self, entities: Iterable[str], event_ids: Iterable[str], deadline: float, *, also: Sequence[Key] = ()
+    ) -> Seen:
+        """Which entities have parked events, and the records of these event ids (consistent reads);
+        `also`: the keys of other items to read in the same round trip.
+
+        While nothing is parked (the usual case), the parked counters tell so without reading every
+        entity's head. While events are parked, as the previous lookup found, the heads are read
+        with the counters: one round trip, not two.
 
         Raises:
             StoreError: when the table cannot be read before the deadline.
         """
         heads = {_pk_entity(e): e for e in set(entities)}
         records = {_pk_event(i): i for i in set(event_ids)}
+        head_keys = [_key(pk, "head") for pk in heads]
         gate = len(heads) > PARKED_SHARDS  # reading the counters costs less than reading the heads
-        keys = [_key(pk, "event") for pk in records] + (
-            [_key(f"parked#{n}", "count") for n in range(PARKED_SHARDS)] if gate else [_key(pk, "head") for pk in heads]
-        )
-        items = self._get(keys, deadline)
-        if gate and sum(int(i.get("parked", {}).get("N", "0")) for i in items if i["sk"]["S"] == "count") > 0:
-            items += self._get([_key(pk, "head") for pk in heads], deadline)
+        counters = [_key(f"parked#{n}", "count") for n in range(PARKED_SHARDS)] if gate else []
+        heads_now = not gate or self._parked_seen
+        keys = [_key(pk, "event") for pk in records] + [dict(k) for k in also] + counters
+        items = self._get(keys + (head_keys if heads_now else []), deadline)
+        if gate:
+            parked = sum(int(i.get("parked", {}).get("N", "0")) for i in items if i["sk"]["S"] == "count")
+            self._parked_seen = parked > 0
+            if self._parked_seen and not heads_now:
+                items += self._get(head_keys, deadline)
+        found = {(item["pk"]["S"], item["sk"]["S"]): item for item in items}
         blocked: set[str] = set()
         states: dict[str, Stored] = {}
         for item in items:
@@ -156,7 +171,7 @@ class EventStore:
                 blocked.add(heads[pk])
             elif sk == "event":
                 states[records[pk]] = _stored(item, records[pk])
-        return Seen(frozenset(blocked), states)
+        return Seen(frozenset(blocked), states, tuple(found.get((k["pk"]["S"], k["sk"]["S"]), {}) for k in also))
 
     def park(
         self,

@@ -611,6 +611,40 @@ def test_a_batch_of_many_people_still_sees_the_one_who_waits(sandbox: Sandbox) -
     assert sum(int(i["parked"]["N"]) for i in items if i["sk"]["S"] == "count") == 0
 
 
+def test_a_request_reads_what_it_must_know_in_one_round_trip_while_events_wait(sandbox: Sandbox) -> None:
+    # Given the handler's DynamoDB requests, counted per request
+    requests: list[str] = []
+    handler_dynamodb().meta.events.register("before-call.dynamodb.*", lambda model, **_: requests.append(model.name))
+
+    def batch(tag: str, *extra: dict[str, Any]) -> list[str]:
+        people = [identify(email=f"{tag}{n}@example.com", message_id=f"{tag}{n}") | {"userId": f"{tag}{n}"}
+                  for n in range(12)]  # fmt: skip
+        requests.clear()
+        return post("/v1/batch", {"batch": [*people, *extra]}).outcomes
+
+    # When nothing is parked, a batch of 13 people is looked up, and the shared budget read, in one
+    # read; its first reservation writes without reading the budget again
+    assert batch("a", identify(message_id="a-ada")) == ["delivered"] * 13
+    assert requests.count("BatchGetItem") == 1
+    assert "GetItem" not in requests
+    # And once Ada's identify is parked, the next batch finds out in its first read and reads
+    # each person's head in a second one
+    sandbox.fail(Fault(status=503, operation="person_upsert", times=4))
+    assert post("/v1/identify", identify(message_id="old", firstName="Old")).outcomes == ["deferred"]
+    assert batch("b", identify(message_id="b-ada")) == ["delivered"] * 12 + ["deferred"]
+    assert requests.count("BatchGetItem") == 2
+    # Then while she waits, every later batch reads everything in one round trip, and is told the same
+    assert batch("c", identify(message_id="c-ada")) == ["delivered"] * 12 + ["deferred"]
+    assert requests.count("BatchGetItem") == 1
+    # and once the drain delivered her events, a batch still reads in one round trip
+    drain()
+    assert stored() == []
+    assert batch("d", identify(message_id="d-ada")) == ["delivered"] * 13
+    assert requests.count("BatchGetItem") == 1
+    assert batch("e", identify(message_id="e-ada")) == ["delivered"] * 13
+    assert requests.count("BatchGetItem") == 1
+
+
 def test_the_fault_harness_never_changes_what_the_caller_sends_again(sandbox: Sandbox) -> None:
     # A batch call cut short and then failing must leave the caller's request whole, as the SDK
     # does: our retry of it must ask for every key again.

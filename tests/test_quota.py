@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import boto3
 import pytest
 
 from devtools.gainsight_sandbox import Fault, Sandbox
 from devtools.local import EVENT_TABLE
-from quota import Budget, SharedQuota
+from quota import KEY, Budget, SharedQuota
 from tests.helpers import identify, post, stored, track
 
 
@@ -33,7 +34,9 @@ def clock(sandbox: Sandbox) -> Clock:  # sandbox: an empty event table
     return Clock()
 
 
-def quota(clock: Clock, *, per_window: int = 10, per_day: int = 1000, wait: float = 0.0) -> SharedQuota:
+def quota(
+    clock: Clock, *, per_window: int = 10, per_day: int = 1000, wait: float = 0.0, known: dict[str, Any] | None = None
+) -> SharedQuota:
     return SharedQuota(
         EVENT_TABLE,
         boto3.client("dynamodb"),
@@ -43,6 +46,7 @@ def quota(clock: Clock, *, per_window: int = 10, per_day: int = 1000, wait: floa
         clock=clock.time,
         monotonic=clock.time,
         sleep=clock.sleep,
+        known=known,
     )
 
 
@@ -86,6 +90,32 @@ def test_an_instance_that_saw_the_budget_earlier_never_takes_more_than_is_left(c
     # and its stale write was answered with the current item, not read first; only the "no room
     # left" for the rest is read afresh before being believed
     assert requests == ["PutItem", "PutItem", "GetItem"]
+    assert takes(quota(clock), 1) == 0
+
+
+def test_the_budget_read_with_a_requests_lookup_spares_a_read_and_is_never_trusted_past_its_write(
+    clock: Clock,
+) -> None:
+    # Given the budget of 10 calls a minute as a request's lookup read it (it had 1 call in it)
+    assert takes(quota(clock), 1) == 1
+    read = boto3.client("dynamodb").get_item(TableName=EVENT_TABLE, Key=KEY, ConsistentRead=True)["Item"]
+    q = quota(clock, known=read)
+    requests: list[str] = []
+    q.dynamodb.meta.events.register("before-call.dynamodb.*", lambda model, **_: requests.append(model.name))
+    # When the request wants 3 calls, its reservation is written straight away, without a read
+    q.expect(3)
+    assert takes(q, 1) == 1
+    assert requests == ["PutItem"]
+    # And once other instances have filled the window, an instance handed the same (now stale)
+    # item gets nothing: its write is refused and answered with the budget as it is, which it
+    # believes without reading it again
+    assert takes(quota(clock), 6) == 6
+    requests.clear()
+    stale = quota(clock, known=read)
+    stale.dynamodb.meta.events.register("before-call.dynamodb.*", lambda model, **_: requests.append(model.name))
+    stale.expect(5)
+    assert takes(stale, 5) == 0
+    assert requests == ["PutItem"]
     assert takes(quota(clock), 1) == 0
 
 

@@ -336,15 +336,44 @@ def isolate_moto_dynamodb() -> None:
     from moto.dynamodb import models
     from moto.dynamodb.responses import DynamoHandler
 
-    original = DynamoHandler.call_action
-    if getattr(original, "isolated", False):
+    if getattr(DynamoHandler.call_action, "isolated", False):
         return
+    _one_request_at_a_time(DynamoHandler)
+    _transactions_undo_their_own_items(models)
+
+
+def _one_request_at_a_time(handler: Any) -> None:
+    """A request holds the tables until its answer is known, not while moto writes the answer's JSON
+    (most of a read's time): that is written from a copy while the next request goes on."""
+    from moto.core.responses import ActionResult
+
+    original, serialized = handler.call_action, handler.serialized
     lock = threading.Lock()
+    holding = threading.local()
 
     def call_action(self: Any) -> Any:
-        with lock:
+        lock.acquire()
+        holding.lock = True
+        try:
             return original(self)
+        finally:
+            if holding.lock:
+                holding.lock = False
+                lock.release()
 
+    def serialized_apart(self: Any, result: ActionResult) -> Any:
+        if getattr(holding, "lock", False) and isinstance(result.result, dict):
+            result = ActionResult(_detached(result.result))  # the items' attributes as they are now
+            holding.lock = False
+            lock.release()
+        return serialized(self, result)
+
+    call_action.isolated = True  # type: ignore[attr-defined]
+    handler.serialized = serialized_apart
+    handler.call_action = call_action
+
+
+def _transactions_undo_their_own_items(models: Any) -> None:
     transact = models.DynamoDBBackend.transact_write_items
     undoing = threading.local()
 
@@ -380,10 +409,18 @@ def isolate_moto_dynamodb() -> None:
         finally:
             undoing.active = False
 
-    call_action.isolated = True  # type: ignore[attr-defined]
-    models.copy = TablesUncopied  # type: ignore[assignment]
-    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
-    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+    models.copy = TablesUncopied
+    models.DynamoDBBackend.transact_write_items = transact_write_items
+
+
+def _detached(value: Any) -> Any:
+    """A copy of a moto answer's dicts and lists: a later write may add or remove an item's
+    attributes, never change a value in place (moto's updates set top-level attributes anew)."""
+    if isinstance(value, dict):
+        return {key: _detached(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_detached(item) for item in value]
+    return value
 
 
 def remember_moto_services() -> None:

@@ -181,9 +181,9 @@ def accept(
             outcomes[r.index] = Outcome("deferred", 202, f"queued for retry: {stored.reason or WAITING}", "deferred")
         else:
             fresh.append(r)
-    (budget,) = seen.also
+    (quota_item,) = seen.also
     done = _deliver(
-        fresh, config, parts, answer_by - PARKING_RESERVE_SECONDS, calls, blocked=seen.blocked, quota_item=budget
+        fresh, config, parts, answer_by - PARKING_RESERVE_SECONDS, calls, blocked=seen.blocked, quota_item=quota_item
     )
     outcomes |= done.outcomes
     return outcomes | _record(

@@ -414,8 +414,10 @@ def _transactions_undo_their_own_items(models: Any) -> None:
 
 
 def _detached(value: Any) -> Any:
-    """A copy of a moto answer's dicts and lists: a later write may add or remove an item's
-    attributes, never change a value in place (moto's updates set top-level attributes anew)."""
+    """A copy of a moto answer's dicts and lists, sharing its values: a later write to one of its
+    items sets or removes top-level attributes (moto assigns them anew), which the copy does not
+    see. Our table is only ever updated at the top level; a nested update would change a shared
+    value in place."""
     if isinstance(value, dict):
         return {key: _detached(item) for key, item in value.items()}
     if isinstance(value, list):

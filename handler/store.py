@@ -43,7 +43,6 @@ HEAD_TTL_SECONDS = 30 * 24 * 3600  # a head untouched this long has no parked ev
 # transactions rarely touch the same item). While it is 0, a request skips reading entity heads.
 PARKED_SHARDS = 8
 LANES = 8  # transactions of one request or drain run in flight at once (each lane in order)
-Key = Mapping[str, Any]  # an item's key: {"pk": {"S": ...}, "sk": {"S": ...}}
 RETRYABLE_CODES = frozenset(
     {
         "ProvisionedThroughputExceededException",
@@ -137,7 +136,7 @@ class EventStore:
     # -- a request's view ----------------------------------------------------------------
 
     def lookup(
-        self, entities: Iterable[str], event_ids: Iterable[str], deadline: float, *, also: Sequence[Key] = ()
+        self, entities: Iterable[str], event_ids: Iterable[str], deadline: float, *, also: Sequence[dict[str, Any]] = ()
     ) -> Seen:
         """Which entities have parked events, and the records of these event ids (consistent reads);
         `also`: the keys of other items to read in the same round trip.
@@ -155,7 +154,7 @@ class EventStore:
         gate = len(heads) > PARKED_SHARDS  # reading the counters costs less than reading the heads
         counters = [_key(f"parked#{n}", "count") for n in range(PARKED_SHARDS)] if gate else []
         heads_now = not gate or self._parked_seen
-        keys = [_key(pk, "event") for pk in records] + [dict(k) for k in also] + counters
+        keys = [_key(pk, "event") for pk in records] + list(also) + counters
         items = self._get(keys + (head_keys if heads_now else []), deadline)
         if gate:
             parked = sum(int(i.get("parked", {}).get("N", "0")) for i in items if i["sk"]["S"] == "count")

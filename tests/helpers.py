@@ -66,6 +66,14 @@ def track(event: str = "Ticket Closed", message_id: str = "m-track", **propertie
     return {"type": "track", "messageId": message_id, "event": event, "properties": properties}
 
 
+def dynamodb_requests(*clients: Any) -> list[str]:
+    """The names of the DynamoDB requests these boto3 clients make from now on, in order."""
+    names: list[str] = []
+    for client in clients:
+        client.meta.events.register("before-call.dynamodb.*", lambda model, **_: names.append(model.name))
+    return names
+
+
 def stored(state: str = "parked") -> list[Any]:
     """The event store's parked (or rejected) records, oldest first."""
     import boto3

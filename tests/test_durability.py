@@ -20,7 +20,7 @@ from devtools.replay import main as replay_command
 from settings import settings
 from tests.conftest import clear_caches
 from tests.faults import AwsFaults, DeadThreads, FunctionDied
-from tests.helpers import Reply, group, identify, post, stored, track
+from tests.helpers import Reply, dynamodb_requests, group, identify, post, stored, track
 
 
 def handler_dynamodb() -> Any:
@@ -613,35 +613,35 @@ def test_a_batch_of_many_people_still_sees_the_one_who_waits(sandbox: Sandbox) -
 
 def test_a_request_reads_what_it_must_know_in_one_round_trip_while_events_wait(sandbox: Sandbox) -> None:
     # Given the handler's DynamoDB requests, counted per request
-    requests: list[str] = []
-    handler_dynamodb().meta.events.register("before-call.dynamodb.*", lambda model, **_: requests.append(model.name))
+    requests = dynamodb_requests(handler_dynamodb())
 
-    def batch(tag: str, *extra: dict[str, Any]) -> list[str]:
+    def batch(tag: str) -> list[str]:
+        """12 new people, then Ada."""
         people = [identify(email=f"{tag}{n}@example.com", message_id=f"{tag}{n}") | {"userId": f"{tag}{n}"}
                   for n in range(12)]  # fmt: skip
         requests.clear()
-        return post("/v1/batch", {"batch": [*people, *extra]}).outcomes
+        return post("/v1/batch", {"batch": [*people, identify(message_id=f"{tag}-ada")]}).outcomes
 
     # When nothing is parked, a batch of 13 people is looked up, and the shared budget read, in one
     # read; its first reservation writes without reading the budget again
-    assert batch("a", identify(message_id="a-ada")) == ["delivered"] * 13
+    assert batch("a") == ["delivered"] * 13
     assert requests.count("BatchGetItem") == 1
     assert "GetItem" not in requests
     # And once Ada's identify is parked, the next batch finds out in its first read and reads
     # each person's head in a second one
     sandbox.fail(Fault(status=503, operation="person_upsert", times=4))
     assert post("/v1/identify", identify(message_id="old", firstName="Old")).outcomes == ["deferred"]
-    assert batch("b", identify(message_id="b-ada")) == ["delivered"] * 12 + ["deferred"]
+    assert batch("b") == ["delivered"] * 12 + ["deferred"]
     assert requests.count("BatchGetItem") == 2
     # Then while she waits, every later batch reads everything in one round trip, and is told the same
-    assert batch("c", identify(message_id="c-ada")) == ["delivered"] * 12 + ["deferred"]
+    assert batch("c") == ["delivered"] * 12 + ["deferred"]
     assert requests.count("BatchGetItem") == 1
     # and once the drain delivered her events, a batch still reads in one round trip
     drain()
     assert stored() == []
-    assert batch("d", identify(message_id="d-ada")) == ["delivered"] * 13
+    assert batch("d") == ["delivered"] * 13
     assert requests.count("BatchGetItem") == 1
-    assert batch("e", identify(message_id="e-ada")) == ["delivered"] * 13
+    assert batch("e") == ["delivered"] * 13
     assert requests.count("BatchGetItem") == 1
 
 

@@ -11,7 +11,7 @@ import pytest
 from devtools.gainsight_sandbox import Fault, Sandbox
 from devtools.local import EVENT_TABLE
 from quota import KEY, Budget, SharedQuota
-from tests.helpers import identify, post, stored, track
+from tests.helpers import dynamodb_requests, identify, post, stored, track
 
 
 class Clock:
@@ -74,10 +74,8 @@ def test_instances_share_one_window_and_unused_shares_come_back(clock: Clock) ->
 
 def test_an_instance_that_saw_the_budget_earlier_never_takes_more_than_is_left(clock: Clock) -> None:
     # Given two instances of a budget of 10 calls a minute, counting their DynamoDB requests
-    requests: list[str] = []
     first, second = quota(clock), quota(clock)
-    for q in (first, second):
-        q.dynamodb.meta.events.register("before-call.dynamodb.*", lambda model, **_: requests.append(model.name))
+    requests = dynamodb_requests(first.dynamodb, second.dynamodb)
     first.expect(4)
     assert takes(first, 4) == 4
     # When the second takes 5 meanwhile, and the first, still knowing the budget as it left it,
@@ -100,8 +98,7 @@ def test_the_budget_read_with_a_requests_lookup_spares_a_read_and_is_never_trust
     assert takes(quota(clock), 1) == 1
     read = boto3.client("dynamodb").get_item(TableName=EVENT_TABLE, Key=KEY, ConsistentRead=True)["Item"]
     q = quota(clock, known=read)
-    requests: list[str] = []
-    q.dynamodb.meta.events.register("before-call.dynamodb.*", lambda model, **_: requests.append(model.name))
+    requests = dynamodb_requests(q.dynamodb)
     # When the request wants 3 calls, its reservation is written straight away, without a read
     q.expect(3)
     assert takes(q, 1) == 1
@@ -110,9 +107,8 @@ def test_the_budget_read_with_a_requests_lookup_spares_a_read_and_is_never_trust
     # item gets nothing: its write is refused and answered with the budget as it is, which it
     # believes without reading it again
     assert takes(quota(clock), 6) == 6
-    requests.clear()
     stale = quota(clock, known=read)
-    stale.dynamodb.meta.events.register("before-call.dynamodb.*", lambda model, **_: requests.append(model.name))
+    requests = dynamodb_requests(stale.dynamodb)
     stale.expect(5)
     assert takes(stale, 5) == 0
     assert requests == ["PutItem"]

@@ -227,9 +227,9 @@ class Drain:
 
     def __init__(self, compression: Compression) -> None:
         use_handler_path()
-        import ingest
+        import drain
 
-        self._ingest = ingest
+        self._drain = drain
         self.compression = compression
         self.stop = threading.Event()
         self.runs = 0
@@ -249,7 +249,7 @@ class Drain:
         start = time.monotonic()
         tick = 1
         while not self.stop.wait(max(0.0, start + tick * window - time.monotonic())):
-            self._ingest.drain(self.compression.drain_seconds + self._ingest.SAFETY_MARGIN_SECONDS)
+            self._drain.drain(self.compression.drain_seconds + self._drain.SAFETY_MARGIN_SECONDS)
             self.runs += 1
             # Ticks that passed while it ran were throttled: the next run is the next tick.
             following = max(tick + 1, math.floor((time.monotonic() - start) / window) + 1)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import drain
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-import ingest
 from observability import logger, metrics
 
 
@@ -16,5 +16,5 @@ from observability import logger, metrics
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Drain what is due until nothing is or the run's budget is spent; a summary of what it did."""
-    report = ingest.drain(context.get_remaining_time_in_millis() / 1000)
+    report = drain.drain(context.get_remaining_time_in_millis() / 1000)
     return dataclasses.asdict(report)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import random
 import threading
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import urllib3
+from clock import REAL_CLOCK, Clock
 from urllib3.exceptions import (
     HTTPError,
     MaxRetryError,
@@ -49,18 +49,6 @@ def pool(maxsize: int) -> urllib3.PoolManager:
         if _pool is None:
             _pool = urllib3.PoolManager(num_pools=4, maxsize=maxsize, block=False, retries=False)
         return _pool
-
-
-@dataclass(frozen=True, slots=True)
-class Clock:
-    """Monotonic seconds and a way to wait: what deadlines, backoffs and expiries run on.
-    Time is a parameter, so tests hand in a fake one and time passes in microseconds."""
-
-    monotonic: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
-
-
-REAL_CLOCK = Clock()
 
 
 class Throttle:

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+from clock import REAL_CLOCK, Clock
 
 import intake
 import mapping
@@ -25,13 +25,13 @@ import record
 from config import Destination
 from delivery import CompanyCache, Delivery, Outcome, outcome_of
 from errors import ConfigurationError, DestinationError, RequestRejected
-from gainsight import MIN_ATTEMPT_SECONDS, REAL_CLOCK, CallLog, Clock, Gainsight, pool
+from gainsight import CallLog, Gainsight, pool
 from observability import logger, metrics
 from quota import KEY as QUOTA_KEY
 from quota import Budget, SharedQuota
 from record import Record
 from settings import Settings, settings
-from store import DONE, REJECTED, EventStore, Seen, Settled, Stored, StoreError
+from store import DONE, REJECTED, EventStore, Seen, Settled, StoreError
 
 KNOWN_TYPES = frozenset({"identify", "group", "track", "page", "screen", "alias"})
 SAFETY_MARGIN_SECONDS = 1.0  # of the Lambda's remaining time, left to answer
@@ -39,13 +39,12 @@ PARKING_RESERVE_SECONDS = 1.5  # of a request's budget, kept for recording what 
 # A request waits this long at most for room in the tenant's budget, then parks the rest: its sender
 # gets an answer fast, and calls that fit a moment later are still made now rather than a drain later.
 INTAKE_QUOTA_WAIT_SECONDS = 0.5
-DRAIN_PAGE = 400
 WAITING = "an earlier event of this person or company is waiting"
 # Rejections worth keeping for a replay: the configuration may be fixed, Gainsight's refusal understood.
 KEPT_REJECTIONS = frozenset({"no_event_name_mapping", "no_event_version_mapping"})
-# What budgets, backoffs and the company cache run on (the wall clock is `handle`'s and `drain`'s
-# `clock`). Time is a parameter: tests swap in a fake clock before the container is created.
-monotonic_clock: Clock = REAL_CLOCK
+# What budgets, backoffs, arrival times and the company cache run on. Time is a parameter: tests
+# swap in a fake clock before the container is created.
+clock: Clock = REAL_CLOCK
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +79,7 @@ class Container:
         )
         dynamodb = boto3.session.Session().client("dynamodb", config=aws)
         self.executor = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="delivery")
-        self.cache = CompanyCache(ttl_seconds=config.company_cache_seconds, clock=monotonic_clock)
+        self.cache = CompanyCache(ttl_seconds=config.company_cache_seconds, clock=clock)
         # Delivered or rejected by the drain, but not yet recorded as such: never delivered again.
         self.unsettled: dict[str, Settled] = {}
         self.store = EventStore(
@@ -89,8 +88,7 @@ class Container:
             self.executor,
             done_ttl_seconds=config.dedup_window_seconds,
             rejected_ttl_seconds=config.rejected_retention_days * 86400,
-            monotonic=monotonic_clock.monotonic,
-            sleep=monotonic_clock.sleep,
+            clock=clock,
         )
 
 
@@ -107,10 +105,10 @@ def container(config: Settings) -> Container:
 # -- a sender's request ----------------------------------------------------------------------
 
 
-def handle(request: Request, clock: Callable[[], float] = time.time) -> Answer:
+def handle(request: Request) -> Answer:
     """Answer one sender request; never raises for anything the sender, Gainsight or AWS does."""
-    started = monotonic_clock.monotonic()
-    arrival_ns = int(clock() * 1e9)
+    started = clock.monotonic()
+    arrival_ns = int(clock.wall() * 1e9)
     try:
         config = settings()
         header_key = intake.write_key_from_header(intake.header(request.headers, "Authorization"))
@@ -144,7 +142,7 @@ def handle(request: Request, clock: Callable[[], float] = time.time) -> Answer:
     outcomes = accept(records, config, parts, answer_by, calls, body_size=len(data))
     status = 503 if any(o.outcome == "failed" for o in outcomes.values()) else 200
     results = [_result(r, outcomes[r.index]) for r in records]
-    _observe("request processed", records, outcomes, calls, monotonic_clock.monotonic() - started, status=status)
+    observe("request processed", records, outcomes, calls, clock.monotonic() - started, status=status)
     return Answer(status, {"results": results})
 
 
@@ -182,7 +180,7 @@ def accept(
         else:
             fresh.append(r)
     (quota_item,) = seen.also
-    done = _deliver(
+    done = deliver(
         fresh, config, parts, answer_by - PARKING_RESERVE_SECONDS, calls, blocked=seen.blocked, quota_item=quota_item
     )
     outcomes |= done.outcomes
@@ -272,182 +270,6 @@ def _worth_keeping(outcome: Outcome) -> bool:
     return outcome.code in KEPT_REJECTIONS or outcome.code not in mapping.INTAKE_REJECTION_CODES
 
 
-# -- the drain of parked events ---------------------------------------------------------------
-
-
-@dataclass
-class DrainReport:
-    parked: int = 0  # parked events the run looked at (all of them, when it got to the end)
-    delivered: int = 0
-    rejected: int = 0
-    retried: int = 0
-    waiting: int = 0
-    gave_up: int = 0
-    pages: int = 0
-
-
-def drain(remaining_seconds: float, clock: Callable[[], float] = time.time) -> DrainReport:
-    """Deliver parked events oldest first, each entity's in order, merging each person's and each
-    company's events across the requests that parked them; until none is due or time is up."""
-    started = monotonic_clock.monotonic()
-    report = DrainReport()
-    try:
-        config = settings()
-        parts = container(config)
-    except ConfigurationError as error:
-        logger.error("service misconfigured", extra={"reason": error.message})
-        return report
-    deadline = started + max(0.0, min(config.drain_budget_seconds, remaining_seconds - SAFETY_MARGIN_SECONDS))
-    # Events this young are left alone: their request may still be parking older ones.
-    cutoff = record.seq_before(clock() - config.drain_settle_seconds)
-    if parts.unsettled:
-        left = parts.store.settle(list(parts.unsettled.values()), deadline)
-        parts.unsettled = {event_id: item for event_id, item in parts.unsettled.items() if event_id in left}
-    blocked: set[str] = set()
-    start: Mapping[str, Any] | None = None
-    calls = CallLog()
-    seen: list[Record] = []
-    outcomes: dict[int, Outcome] = {}
-    # Another page only while a call could still start: reading one after that is reads for nothing.
-    while monotonic_clock.monotonic() < deadline - PARKING_RESERVE_SECONDS - MIN_ATTEMPT_SECONDS:
-        try:
-            page, start = parts.store.parked_page(cutoff, start, DRAIN_PAGE)
-            current = parts.store.still_parked(page, deadline) if page else []
-        except StoreError as error:
-            logger.error("event store unavailable", extra={"reason": error.message})
-            break
-        report.pages += 1
-        report.parked += len(current)
-        now = clock()
-        if current and report.pages == 1:
-            metrics.add_metric(
-                name="OldestParkedSeconds", unit=MetricUnit.Seconds, value=round(now - _accepted_at(current[0]), 1)
-            )
-        ready: list[Stored] = []
-        for stored in current:
-            unsettled = stored.record.event_id in parts.unsettled
-            if unsettled or blocked.intersection(stored.record.entities) or stored.due > now:
-                blocked.update(stored.record.entities)
-                report.waiting += 1
-            else:
-                ready.append(stored)
-        if ready:
-            page_outcomes = _drain_page(
-                ready,
-                config=config,
-                parts=parts,
-                deadline=deadline,
-                calls=calls,
-                blocked=blocked,
-                report=report,
-                clock=clock,
-            )
-            offset = len(seen)
-            seen += [dataclasses.replace(s.record, index=offset + n) for n, s in enumerate(ready)]
-            outcomes |= {offset + n: page_outcomes[n] for n in range(len(ready))}
-        if start is None:
-            break
-    metrics.add_metric(name="ParkedEvents", unit=MetricUnit.Count, value=report.parked)
-    metrics.add_metric(name="EventsGaveUp", unit=MetricUnit.Count, value=report.gave_up)
-    if seen:
-        _observe(
-            "drain processed",
-            seen,
-            outcomes,
-            calls,
-            monotonic_clock.monotonic() - started,
-            **dataclasses.asdict(report),
-        )
-    return report
-
-
-def _accepted_at(stored: Stored) -> float:
-    return int(stored.record.seq.split(".", 1)[0]) / 1e9
-
-
-def _drain_page(
-    ready: list[Stored],
-    *,
-    config: Settings,
-    parts: Container,
-    deadline: float,
-    calls: CallLog,
-    blocked: set[str],
-    report: DrainReport,
-    clock: Callable[[], float],
-) -> dict[int, Outcome]:
-    records = [dataclasses.replace(s.record, index=n) for n, s in enumerate(ready)]
-    # The drain waits for the tenant's budget (no sender is waiting on it); a request never does.
-    done = _deliver(records, config, parts, deadline - PARKING_RESERVE_SECONDS, calls, wait_for_quota=True)
-    outcomes, written = done.outcomes, done.written
-    settled: list[Settled] = []
-    rewrite: set[str] = set()  # companies whose older group event could not be narrowed to its link
-    for n, stored in enumerate(ready):
-        outcome = outcomes[n]
-        if outcome.outcome == "delivered":
-            settled.append(Settled(stored, DONE))
-            report.delivered += 1
-            continue
-        if outcome.outcome in ("rejected", "filtered"):
-            # The sender was told "deferred": this log line, the metrics and the kept record carry why.
-            logger.warning(
-                "parked event rejected", extra={"message_id": stored.record.message_id, "reason": outcome.code}
-            )
-            settled.append(Settled(stored, REJECTED, outcome.error, outcome.code))
-            report.rejected += 1
-            continue
-        blocked.update(stored.record.entities)
-        own = outcome.code not in NOT_OWN_FAILURES and outcome.status_code != 429
-        if own and stored.attempts + 1 >= config.max_attempts:
-            reason = f"gave up after {stored.attempts + 1} attempts: {outcome.error}"
-            settled.append(Settled(stored, REJECTED, reason, "gave_up"))
-            report.gave_up += 1
-            continue
-        report.retried += 1
-        if not own and not (n in written and not stored.record.link_only):
-            continue  # it waited for the budget, for time or behind an older event: parked as it was, due now
-        try:
-            parts.store.retry_later(
-                stored,
-                due=clock() + _backoff(stored.attempts + 1 if own else 0, config),
-                own_failure=own,
-                link_only=n in written,
-                reason=outcome.error,
-                code=outcome.code,
-            )
-        except StoreError as error:  # it is tried again on the next pass, which is safe
-            logger.warning("retry could not be scheduled", extra={"reason": error.message})
-            if n in written and not stored.record.link_only:
-                # It will write its company's older traits again: the newer group events of that
-                # company written with it stay parked, to be written after it once more.
-                rewrite.update(e for e in stored.record.entities if e.startswith("company:"))
-    settled = [
-        item for item in settled if not (item.state == DONE and rewrite.intersection(item.stored.record.entities))
-    ]
-    lanes = record.components(records, companies=True)
-    keys = {r.event_id: lanes[r.index] for r in records}
-    unsettled = parts.store.settle(settled, deadline, keys) if settled else set()
-    if unsettled:
-        # Delivered or rejected, but not recorded: this container remembers them and records them
-        # on its next run instead of delivering them again (they hold their entities until then).
-        logger.error("parked events could not be settled", extra={"events": len(unsettled)})
-        parts.unsettled |= {
-            item.stored.record.event_id: item for item in settled if item.stored.record.event_id in unsettled
-        }
-    return outcomes
-
-
-# Waiting behind another event, or for quota or time, is never the event's own failure.
-NOT_OWN_FAILURES = frozenset({"held", "budget_exhausted", "quota", "GU_2400"})
-
-
-def _backoff(attempts: int, config: Settings) -> float:
-    """Seconds before a parked event is tried again: doubling from one drain interval, capped."""
-    if attempts <= 0:
-        return 0.0
-    return float(min(config.max_backoff_seconds, config.retry_base_seconds * 2 ** (attempts - 1)))
-
-
 # -- shared -------------------------------------------------------------------------------------
 
 
@@ -458,7 +280,7 @@ class Delivered:
     waiting: set[int]  # records held behind a parked event of one of their entities
 
 
-def _deliver(
+def deliver(
     records: Sequence[Record],
     config: Settings,
     parts: Container,
@@ -488,8 +310,7 @@ def _deliver(
         Budget(config.quota_per_minute, config.quota_per_day, config.quota_window_seconds),
         max_wait=math.inf if wait_for_quota else INTAKE_QUOTA_WAIT_SECONDS,
         deadline=deadline,
-        monotonic=monotonic_clock.monotonic,
-        sleep=monotonic_clock.sleep,
+        clock=clock,
         known=quota_item,
     )
     gainsight = Gainsight(
@@ -501,7 +322,7 @@ def _deliver(
         connect_timeout=config.connect_timeout,
         read_timeout=config.read_timeout,
         log=calls,
-        clock=monotonic_clock,
+        clock=clock,
     )
     delivery = Delivery(gainsight, parts.executor, parts.cache)
     going = {index for index, _ in operations}
@@ -544,7 +365,7 @@ def _result(r: Record, outcome: Outcome) -> dict[str, Any]:
     return result
 
 
-def _observe(
+def observe(
     message: str,
     records: Sequence[Record],
     outcomes: Mapping[int, Outcome],

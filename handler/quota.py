@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from clock import REAL_CLOCK, Clock
 
 KEY = {"pk": {"S": "quota"}, "sk": {"S": "calls"}}
 # A 429 without Retry-After says the quota is spent, not for how long: pause briefly and let the
@@ -54,11 +55,11 @@ class Usage:
 class SharedQuota:
     """The tenant's budget in the event table. Thread-safe: a request's calls share one instance.
 
-    `max_wait`: the seconds one `take` may wait for room, before the deadline: a request waits
-    briefly at most, and parks what it cannot send then instead of keeping its sender waiting;
-    the drain waits as long as its run lasts (math.inf). `known`: the item as the caller read it
-    moments ago (a request reads it with everything else it looks up; {} when there is none yet):
-    the first reservation then writes without a read of its own.
+    `max_wait`: the seconds all `take`s together may wait for room, from the first that found none,
+    before the deadline: a request waits briefly at most, and parks what it cannot send then
+    instead of keeping its sender waiting; the drain waits as long as its run lasts (math.inf).
+    `known`: the item as the caller read it moments ago (a request reads it with everything else it
+    looks up; {} when there is none yet): the first reservation then writes without a read of its own.
     """
 
     def __init__(
@@ -69,9 +70,7 @@ class SharedQuota:
         *,
         max_wait: float,
         deadline: float,
-        clock: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        clock: Clock = REAL_CLOCK,
         known: dict[str, Any] | None = None,
     ) -> None:
         self.table = table
@@ -80,14 +79,13 @@ class SharedQuota:
         self.max_wait = max_wait
         self.deadline = deadline
         self.clock = clock
-        self.monotonic = monotonic
-        self.sleep = sleep
         self.usage = Usage()
         self._lock = threading.Lock()
         self._held = 0  # reserved and not used yet
         self._stamps: list[float] = []  # the start times we reserved, to give back the unused ones
         self._expected = 0  # calls the plan still expects to make, reserved or not
         self._denied = False  # a take found no room in time: later ones answer at once
+        self._wait_until: float | None = None  # set when a take first finds no room: max_wait from then
         self._known = _decode(known) if known is not None else None  # the item as last read or written
         self._fresh = known is not None  # _known was just read: "no room" may be believed without a read
 
@@ -99,14 +97,13 @@ class SharedQuota:
     def take(self) -> bool:
         """One call's share of the budget: False when there is none now (or, waiting, before the deadline)."""
         with self._lock:
-            until: float | None = None  # how long this take may wait, from when it first finds no room
             while self._held == 0:
-                if self._denied or self.monotonic() >= self.deadline:
+                if self._denied or self.clock.monotonic() >= self.deadline:
                     return False
                 if self._reserve(min(CHUNK, max(1, self._expected))) == 0:
-                    if until is None:
-                        until = min(self.deadline, self.monotonic() + self.max_wait)
-                    if not self._wait_for_room(until):
+                    if self._wait_until is None:  # one limit for every take of the caller, not one each
+                        self._wait_until = min(self.deadline, self.clock.monotonic() + self.max_wait)
+                    if not self._wait_for_room(self._wait_until):
                         self._denied = True  # the rest of the plan is parked at once, not asked for again
                         return False
             self._held -= 1
@@ -187,16 +184,16 @@ class SharedQuota:
     def _wait_for_room(self, until: float) -> bool:
         """Sleep until the oldest call leaves the window, if that is before `until`."""
         item = self._known if self._known is not None else self._read()  # as the failed reservation just saw it
-        now = self.clock()
+        now = self.clock.wall()
         if int(item.get("day", -1)) == int(now // DAY_SECONDS) and int(item.get("dayUsed", 0)) >= self.budget.per_day:
             return False  # the day's budget is spent: nothing frees up before midnight UTC
         times = sorted(t for t in item.get("times", []) if t > now - self.budget.span)
         over = len(times) - int(self._rate(item))  # calls to leave before one fits
         free_at = max(float(item.get("pausedUntil", 0)), times[over] + self.budget.span if over >= 0 else now)
         delay = max(0.05, free_at - now)
-        if self.monotonic() + delay > until:
+        if self.clock.monotonic() + delay > until:
             return False
-        self.sleep(delay)
+        self.clock.sleep(delay)
         return True
 
     def _update(self, change: Callable[[dict[str, Any], float], dict[str, Any] | None]) -> dict[str, Any] | None:
@@ -210,7 +207,7 @@ class SharedQuota:
             if item is None:
                 item, fresh = self._read(), True
             version = int(item.get("version", 0))
-            changed = change(dict(item), self.clock())
+            changed = change(dict(item), self.clock.wall())
             if changed is None:
                 if not fresh:
                     item = None  # what this instance saw may be stale: read it before deciding
@@ -234,7 +231,7 @@ class SharedQuota:
                     break
                 current = getattr(error, "response", {}).get("Item")
                 item, fresh = (_decode(current), True) if current else (None, False)
-                self.sleep(min(0.2, 0.01 * 2**attempt) * random.random())
+                self.clock.sleep(min(0.2, 0.01 * 2**attempt) * random.random())
         self._known = None
         return None
 
@@ -242,7 +239,7 @@ class SharedQuota:
         try:
             reply = self.dynamodb.get_item(TableName=self.table, Key=KEY, ConsistentRead=True)
         except Exception:  # no answer is no budget: the caller parks or waits
-            return {"pausedUntil": self.clock() + 1.0, "version": -1}
+            return {"pausedUntil": self.clock.wall() + 1.0, "version": -1}
         return _decode(reply.get("Item", {}))
 
 

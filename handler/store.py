@@ -20,12 +20,13 @@ from __future__ import annotations
 import json
 import math
 import random
-import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
+
+from clock import REAL_CLOCK, Clock
 
 from errors import DestinationError
 from record import Record, digest
@@ -109,7 +110,7 @@ class Settled:
 
 class EventStore:
     """The table, through one boto3 client created per container. Every loop here runs under the
-    caller's deadline (monotonic seconds) with backoff; the clock and sleep can be injected."""
+    caller's deadline (monotonic seconds) with backoff, on the `clock` it is handed."""
 
     def __init__(
         self,
@@ -119,9 +120,7 @@ class EventStore:
         *,
         done_ttl_seconds: int = 86400,
         rejected_ttl_seconds: int = 14 * 86400,
-        clock: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        clock: Clock = REAL_CLOCK,
     ) -> None:
         self.table = table
         self.dynamodb = dynamodb
@@ -129,8 +128,6 @@ class EventStore:
         self.done_ttl = done_ttl_seconds
         self.rejected_ttl = rejected_ttl_seconds
         self.clock = clock
-        self.monotonic = monotonic
-        self.sleep = sleep
         self._parked_seen = False  # the last lookup found events parked
 
     # -- a request's view ----------------------------------------------------------------
@@ -189,7 +186,7 @@ class EventStore:
         written in order, one transaction after another, and none after one that failed: what is
         stored of them is always a prefix of the request. A sender's retry then never finds a newer
         event parked while an older one of it was neither parked nor recorded as delivered."""
-        expires = int(self.clock()) + self.done_ttl
+        expires = int(self.clock.wall()) + self.done_ttl
         changes = [Change(r, [self._park_action(r, reason, code)], dict.fromkeys(r.entities, 1), +1)
                    for r, reason, code in parked]  # fmt: skip
         changes += [Change(r, [{"Put": {"TableName": self.table, "Item": _done_item(r, expires)}}], {}, 0)
@@ -199,13 +196,13 @@ class EventStore:
     def mark_done(self, records: Sequence[Record], deadline: float) -> set[str]:
         """Remember these events as delivered for `done_ttl_seconds`, so a sender's retry is not
         applied again. Returns the event ids that could not be recorded."""
-        expires = int(self.clock()) + self.done_ttl
+        expires = int(self.clock.wall()) + self.done_ttl
         return self._put_all({r.event_id: _done_item(r, expires) for r in records}, deadline)
 
     def keep_rejected(self, rejected: Sequence[tuple[Record, str | None, str | None]], deadline: float) -> set[str]:
         """Keep rejected events with their reason for `rejected_ttl_seconds`, replayable once the
         cause is fixed. Returns the event ids that could not be kept."""
-        expires = int(self.clock()) + self.rejected_ttl
+        expires = int(self.clock.wall()) + self.rejected_ttl
         items = {r.event_id: self._record_item(r, REJECTED, reason, code) | {"expiresAt": {"N": str(expires)}}
                  for r, reason, code in rejected}  # fmt: skip
         return self._put_all(items, deadline)
@@ -240,7 +237,7 @@ class EventStore:
         entities' heads; those with the same `lanes` key in order, as `park` does, so an older
         event is never left parked behind a newer one settled. Returns the event ids whose
         settling could not be recorded."""
-        now = int(self.clock())
+        now = int(self.clock.wall())
         changes = [
             Change(s.stored.record, [self._settle_action(s, now)], dict.fromkeys(s.stored.record.entities, -1), -1)
             for s in settled
@@ -400,7 +397,7 @@ class EventStore:
 
     def _head_actions(self, changes: Mapping[str, int]) -> list[dict[str, Any]]:
         """One update per entity (a transaction may touch an item once): its count moves by the sum."""
-        expires = int(self.clock()) + HEAD_TTL_SECONDS
+        expires = int(self.clock.wall()) + HEAD_TTL_SECONDS
         return [
             {
                 "Update": {
@@ -557,7 +554,7 @@ class EventStore:
         Raises:
             StoreError: when it still fails.
         """
-        deadline = self.monotonic() + 2.0 if deadline is None else deadline
+        deadline = self.clock.monotonic() + 2.0 if deadline is None else deadline
         attempt = 0
         while True:
             try:
@@ -571,9 +568,9 @@ class EventStore:
     def _pause(self, attempt: int, deadline: float) -> bool:
         """Back off before another try; False when that would pass the deadline."""
         delay = min(1.0, 0.05 * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
-        if self.monotonic() + delay > deadline:
+        if self.clock.monotonic() + delay > deadline:
             return False
-        self.sleep(delay)
+        self.clock.sleep(delay)
         return True
 
     def _map(self, function: Callable[[Any], Any], chunks: list[Any]) -> list[Any]:

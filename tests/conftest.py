@@ -81,7 +81,7 @@ def fake_clock(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     moves only when the code waits: no test waits for real, none depends on the machine's speed."""
     fake = FakeClock()
     assert ingest._container is None  # cleared by `sandbox`: the next container is built on this clock
-    monkeypatch.setattr(ingest, "monotonic_clock", fake.clock)
+    monkeypatch.setattr(ingest, "clock", fake.clock)
     return fake
 
 

@@ -9,8 +9,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from clock import Clock
+
 from devtools.local import api_event, invoke
-from gainsight import Clock
 
 
 @dataclass

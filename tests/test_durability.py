@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from clock import Clock
 
 import gainsight
 import ingest
@@ -390,7 +391,7 @@ def test_store_loops_back_off_and_stop_at_the_deadline(sandbox: Sandbox) -> None
             }
 
     client.meta.events.register("after-call.dynamodb.BatchGetItem", nothing_processed)
-    store = EventStore("gainsight-destination-events", client, monotonic=lambda: now[0], sleep=sleep)
+    store = EventStore("gainsight-destination-events", client, clock=Clock(monotonic=lambda: now[0], sleep=sleep))
     # When a lookup has 5 seconds
     with pytest.raises(StoreError, match="could not be read before the deadline"):
         store.lookup(["email:ada@example.com"], (), deadline=5.0)

@@ -7,6 +7,7 @@ from typing import Any
 
 import boto3
 import pytest
+from clock import Clock as ClockObject
 
 from devtools.gainsight_sandbox import Fault, Sandbox
 from devtools.local import EVENT_TABLE
@@ -43,9 +44,7 @@ def quota(
         Budget(per_window, per_day, window_seconds=60),
         max_wait=wait,
         deadline=clock.now + 300,
-        clock=clock.time,
-        monotonic=clock.time,
-        sleep=clock.sleep,
+        clock=ClockObject(monotonic=clock.time, sleep=clock.sleep, wall=clock.time),
         known=known,
     )
 

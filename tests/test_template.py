@@ -167,7 +167,7 @@ def test_the_event_store_survives_the_stack_and_alarms_watch_it(template) -> Non
         "ThrottlingAlarm", "ApiThrottlingAlarm",
     }  # fmt: skip
     # The metrics the alarms read are the ones the code emits.
-    ingest_source = (ROOT / "handler" / "ingest.py").read_text()
+    ingest_source = "".join(path.read_text() for path in (ROOT / "handler").glob("*.py"))
     for name in (
         "CredentialsRejectedAlarm",
         "ThrottlingAlarm",
@@ -233,7 +233,7 @@ def test_the_dashboard_reads_this_stacks_metrics_only(template) -> None:
     dashboard = template["Resources"]["Dashboard"]["Properties"]
     assert dashboard["DashboardName"] == {"Fn::Sub": "${AWS::StackName}-${AWS::Region}"}
     body = json.loads(dashboard["DashboardBody"]["Fn::Sub"].replace("${AWS::StackName}", "stack-a"))
-    ingest_source = (ROOT / "handler" / "ingest.py").read_text()
+    ingest_source = "".join(path.read_text() for path in (ROOT / "handler").glob("*.py"))
     namespace = template["Globals"]["Function"]["Environment"]["Variables"]["POWERTOOLS_METRICS_NAMESPACE"]
     searches, metrics = [], []
     for widget in body["widgets"]:

@@ -1,0 +1,200 @@
+"""The drain of parked events, run by a schedule: delivers what is due, oldest first, each entity's
+events in order, with the same core as a sender's request (ingest.deliver), and decides what a
+failed attempt means for an event: tried again later, or given up."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from clock import Clock
+
+import ingest
+import record
+from delivery import Outcome
+from errors import ConfigurationError
+from gainsight import MIN_ATTEMPT_SECONDS, CallLog
+from ingest import PARKING_RESERVE_SECONDS, SAFETY_MARGIN_SECONDS, Container, container, deliver, observe
+from observability import logger, metrics
+from record import Record
+from settings import Settings, settings
+from store import DONE, REJECTED, Settled, Stored, StoreError
+
+DRAIN_PAGE = 400
+
+
+@dataclass
+class DrainReport:
+    parked: int = 0  # parked events the run looked at (all of them, when it got to the end)
+    delivered: int = 0
+    rejected: int = 0
+    retried: int = 0
+    waiting: int = 0
+    gave_up: int = 0
+    pages: int = 0
+
+
+def drain(remaining_seconds: float, clock: Clock | None = None) -> DrainReport:
+    """Deliver parked events oldest first, each entity's in order, merging each person's and each
+    company's events across the requests that parked them; until none is due or time is up."""
+    clock = clock or ingest.clock
+    started = clock.monotonic()
+    report = DrainReport()
+    try:
+        config = settings()
+        parts = container(config)
+    except ConfigurationError as error:
+        logger.error("service misconfigured", extra={"reason": error.message})
+        return report
+    deadline = started + max(0.0, min(config.drain_budget_seconds, remaining_seconds - SAFETY_MARGIN_SECONDS))
+    # Events this young are left alone: their request may still be parking older ones.
+    cutoff = record.seq_before(clock.wall() - config.drain_settle_seconds)
+    if parts.unsettled:
+        left = parts.store.settle(list(parts.unsettled.values()), deadline)
+        parts.unsettled = {event_id: item for event_id, item in parts.unsettled.items() if event_id in left}
+    blocked: set[str] = set()
+    start: Mapping[str, Any] | None = None
+    calls = CallLog()
+    seen: list[Record] = []
+    outcomes: dict[int, Outcome] = {}
+    # Another page only while a call could still start: reading one after that is reads for nothing.
+    while clock.monotonic() < deadline - PARKING_RESERVE_SECONDS - MIN_ATTEMPT_SECONDS:
+        try:
+            page, start = parts.store.parked_page(cutoff, start, DRAIN_PAGE)
+            current = parts.store.still_parked(page, deadline) if page else []
+        except StoreError as error:
+            logger.error("event store unavailable", extra={"reason": error.message})
+            break
+        report.pages += 1
+        report.parked += len(current)
+        now = clock.wall()
+        if current and report.pages == 1:
+            metrics.add_metric(
+                name="OldestParkedSeconds", unit=MetricUnit.Seconds, value=round(now - _accepted_at(current[0]), 1)
+            )
+        ready: list[Stored] = []
+        for stored in current:
+            unsettled = stored.record.event_id in parts.unsettled
+            if unsettled or blocked.intersection(stored.record.entities) or stored.due > now:
+                blocked.update(stored.record.entities)
+                report.waiting += 1
+            else:
+                ready.append(stored)
+        if ready:
+            page_outcomes = _drain_page(
+                ready,
+                config=config,
+                parts=parts,
+                deadline=deadline,
+                calls=calls,
+                blocked=blocked,
+                report=report,
+                clock=clock,
+            )
+            offset = len(seen)
+            seen += [dataclasses.replace(s.record, index=offset + n) for n, s in enumerate(ready)]
+            outcomes |= {offset + n: page_outcomes[n] for n in range(len(ready))}
+        if start is None:
+            break
+    metrics.add_metric(name="ParkedEvents", unit=MetricUnit.Count, value=report.parked)
+    metrics.add_metric(name="EventsGaveUp", unit=MetricUnit.Count, value=report.gave_up)
+    if seen:
+        observe(
+            "drain processed",
+            seen,
+            outcomes,
+            calls,
+            clock.monotonic() - started,
+            **dataclasses.asdict(report),
+        )
+    return report
+
+
+def _accepted_at(stored: Stored) -> float:
+    return int(stored.record.seq.split(".", 1)[0]) / 1e9
+
+
+def _drain_page(
+    ready: list[Stored],
+    *,
+    config: Settings,
+    parts: Container,
+    deadline: float,
+    calls: CallLog,
+    blocked: set[str],
+    report: DrainReport,
+    clock: Clock,
+) -> dict[int, Outcome]:
+    records = [dataclasses.replace(s.record, index=n) for n, s in enumerate(ready)]
+    # The drain waits for the tenant's budget (no sender is waiting on it); a request never does.
+    done = deliver(records, config, parts, deadline - PARKING_RESERVE_SECONDS, calls, wait_for_quota=True)
+    outcomes, written = done.outcomes, done.written
+    settled: list[Settled] = []
+    rewrite: set[str] = set()  # companies whose older group event could not be narrowed to its link
+    for n, stored in enumerate(ready):
+        outcome = outcomes[n]
+        if outcome.outcome == "delivered":
+            settled.append(Settled(stored, DONE))
+            report.delivered += 1
+            continue
+        if outcome.outcome in ("rejected", "filtered"):
+            # The sender was told "deferred": this log line, the metrics and the kept record carry why.
+            logger.warning(
+                "parked event rejected", extra={"message_id": stored.record.message_id, "reason": outcome.code}
+            )
+            settled.append(Settled(stored, REJECTED, outcome.error, outcome.code))
+            report.rejected += 1
+            continue
+        blocked.update(stored.record.entities)
+        own = outcome.code not in NOT_OWN_FAILURES and outcome.status_code != 429
+        if own and stored.attempts + 1 >= config.max_attempts:
+            reason = f"gave up after {stored.attempts + 1} attempts: {outcome.error}"
+            settled.append(Settled(stored, REJECTED, reason, "gave_up"))
+            report.gave_up += 1
+            continue
+        report.retried += 1
+        if not own and not (n in written and not stored.record.link_only):
+            continue  # it waited for the budget, for time or behind an older event: parked as it was, due now
+        try:
+            parts.store.retry_later(
+                stored,
+                due=clock.wall() + _backoff(stored.attempts + 1 if own else 0, config),
+                own_failure=own,
+                link_only=n in written,
+                reason=outcome.error,
+                code=outcome.code,
+            )
+        except StoreError as error:  # it is tried again on the next pass, which is safe
+            logger.warning("retry could not be scheduled", extra={"reason": error.message})
+            if n in written and not stored.record.link_only:
+                # It will write its company's older traits again: the newer group events of that
+                # company written with it stay parked, to be written after it once more.
+                rewrite.update(e for e in stored.record.entities if e.startswith("company:"))
+    settled = [
+        item for item in settled if not (item.state == DONE and rewrite.intersection(item.stored.record.entities))
+    ]
+    lanes = record.components(records, companies=True)
+    keys = {r.event_id: lanes[r.index] for r in records}
+    unsettled = parts.store.settle(settled, deadline, keys) if settled else set()
+    if unsettled:
+        # Delivered or rejected, but not recorded: this container remembers them and records them
+        # on its next run instead of delivering them again (they hold their entities until then).
+        logger.error("parked events could not be settled", extra={"events": len(unsettled)})
+        parts.unsettled |= {
+            item.stored.record.event_id: item for item in settled if item.stored.record.event_id in unsettled
+        }
+    return outcomes
+
+
+# Waiting behind another event, or for quota or time, is never the event's own failure.
+NOT_OWN_FAILURES = frozenset({"held", "budget_exhausted", "quota", "GU_2400"})
+
+
+def _backoff(attempts: int, config: Settings) -> float:
+    """Seconds before a parked event is tried again: doubling from one drain interval, capped."""
+    if attempts <= 0:
+        return 0.0
+    return float(min(config.max_backoff_seconds, config.retry_base_seconds * 2 ** (attempts - 1)))

@@ -191,6 +191,20 @@ def test_a_request_waits_for_room_only_briefly(clock: Clock) -> None:
     assert clock.slept == [pytest.approx(0.6)]
 
 
+def test_a_request_waits_for_room_once_in_all_not_once_per_call(clock: Clock) -> None:
+    # Given a window of 3 calls spent by others 0.4 s apart, the first of them just leaving it
+    for _ in range(3):
+        assert takes(quota(clock, per_window=3), 1) == 1
+        clock.now += 0.4
+    clock.now += 60.5 - 1.2 + 0.01
+    # When a request that may wait half a second wants 3 calls, freed one at a time
+    request = quota(clock, per_window=3, wait=0.5)
+    # Then it gets the calls that free up within half a second of its first wait, and no more:
+    # waiting 0.39 s for the second does not start another half second for the third
+    assert takes(request, 3) == 2
+    assert sum(clock.slept) <= 0.5
+
+
 def test_a_request_parks_what_the_budget_cannot_cover(sandbox: Sandbox, monkeypatch) -> None:
     # Given a tenant budget of 2 calls a minute
     monkeypatch.setenv("QUOTA_PER_MINUTE", "2")

@@ -42,6 +42,13 @@ INTAKE_QUOTA_WAIT_SECONDS = 0.5
 WAITING = "an earlier event of this person or company is waiting"
 # Rejections worth keeping for a replay: the configuration may be fixed, Gainsight's refusal understood.
 KEPT_REJECTIONS = frozenset({"no_event_name_mapping", "no_event_version_mapping"})
+
+
+def new_message_id() -> str:
+    """The id of an event sent without one: fresh each time, returned in its result."""
+    return str(uuid.uuid4())
+
+
 # What budgets, backoffs, arrival times and the company cache run on. Time is a parameter: tests
 # swap in a fake clock before the container is created.
 clock: Clock = REAL_CLOCK
@@ -120,7 +127,7 @@ def handle(request: Request) -> Answer:
             intake.write_key_from_body(payload), parameters_store.write_keys(config)
         ):
             raise RequestRejected("write key is missing or not valid", 401, code="unauthorized")
-        events = intake.events_of(payload, request.path_type)
+        events = intake.with_message_ids(intake.events_of(payload, request.path_type), new_message_id)
         parts = container(config)
     except RequestRejected as error:
         logger.info("request rejected", extra={"status": error.status_code, "reason": error.code})

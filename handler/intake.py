@@ -8,7 +8,7 @@ import hmac
 import json
 import math
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from errors import EventRejected, RequestRejected
@@ -139,6 +139,23 @@ def events_of(payload: Any, path_type: str | None) -> list[Any]:
     if not event.get("type"):
         event["type"] = path_type
     return [event]
+
+
+def with_message_ids(events: list[Any], new_id: Callable[[], str]) -> list[Any]:
+    """Each event as sent, with a fresh messageId (`new_id()`) where it has none, as RudderStack's and
+    Segment's HTTP APIs assign one: two identical events without one are two events, never one."""
+    return [
+        {**event, "messageId": new_id()} if isinstance(event, dict) and not has_message_id(event) else event
+        for event in events
+    ]
+
+
+def has_message_id(event: Mapping[str, Any]) -> bool:
+    """The event names itself: a non-empty string or an integer messageId."""
+    value = event.get("messageId")
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, str) and bool(value.strip()))
 
 
 def nested_deeper(value: Any, levels: int) -> bool:

@@ -424,10 +424,13 @@ def email_key(email: str) -> str:
 
 
 def event_id(event: Mapping[str, Any]) -> str:
-    """A stable identity for deduplication: the messageId, else a hash of the event's content."""
+    """The event's identity for deduplication: its messageId (intake gives every event one); a hash of
+    the content only for an event stored without one by an earlier version."""
     message_id = event.get("messageId")
     if isinstance(message_id, str) and message_id.strip():
         return message_id.strip()
+    if isinstance(message_id, int) and not isinstance(message_id, bool):
+        return str(message_id)
     canonical = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 

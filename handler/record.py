@@ -20,7 +20,7 @@ class Record:
 
     index: int  # its position in the request (or in the drain's page)
     event: Any  # the event as sent: what is stored when it is parked
-    event_id: str  # the messageId, else a hash of the content: the key of its durable record
+    event_id: str  # the messageId (intake assigns one when missing): the key of its durable record
     seq: str  # arrival order: sortable, assigned once when the event is first accepted
     kind: str  # identify, group, track, ... ('' when missing)
     entities: tuple[str, ...]  # person identifiers and, for group, the company: kept in order with each other

@@ -66,15 +66,27 @@ def blocked(*entities: str) -> frozenset[str]:
 
 
 def test_a_senders_retries_publish_each_track_event_once(sandbox: Sandbox) -> None:
-    # Given a batch with tracks (one without a messageId) and an identify
-    anonymous = track("Feature Used", feature="export")
-    del anonymous["messageId"]
-    batch = [track(message_id="t1", n=1), track(message_id="t2", n=2), anonymous, identify()]
+    # Given a batch with tracks and an identify
+    batch = [track(message_id="t1", n=1), track(message_id="t2", n=2), identify()]
     # When the sender posts it three times (it never saw our answers)
     replies = [post("/v1/batch", {"batch": batch}) for _ in range(3)]
     # Then every post is answered delivered, and each track event was published once
-    assert all(reply.outcomes == ["delivered"] * 4 for reply in replies)
-    assert sorted(e["body"].get("n", 0) for e in sandbox.state.snapshot()["events"]) == [0, 1, 2]
+    assert all(reply.outcomes == ["delivered"] * 3 for reply in replies)
+    assert sorted(e["body"].get("n", 0) for e in sandbox.state.snapshot()["events"]) == [1, 2]
+    assert sandbox.state.count("event_publish") == 2
+
+
+def test_events_without_a_messageid_are_never_collapsed(sandbox: Sandbox) -> None:
+    # Given two identical track events without a messageId (the README's curl line, sent twice)
+    anonymous = track("Feature Used", feature="export")
+    del anonymous["messageId"]
+    # When they come in one batch, and once more in another request
+    first = post("/v1/batch", {"batch": [anonymous, anonymous]})
+    again = post("/v1/track", anonymous)
+    # Then each is its own event: delivered, given a fresh messageId that its result names, and published
+    assert first.outcomes == ["delivered", "delivered"] and again.outcomes == ["delivered"]
+    ids = [r["messageId"] for r in first.body["results"] + again.body["results"]]
+    assert len(set(ids)) == 3 and all(isinstance(i, str) and len(i) == 36 for i in ids)
     assert sandbox.state.count("event_publish") == 3
 
 

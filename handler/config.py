@@ -170,9 +170,14 @@ def base_url(domain: str, *, allowed_hosts: Collection[str] = frozenset(), allow
     value = domain.strip()
     if "@" in value:
         raise ConfigurationError("domain must not contain credentials (user:password@)")  # and is not echoed
-    parts = urlsplit(value if "://" in value else f"https://{value}")
+    # The value is never echoed: what follows the host may carry a token.
+    not_a_host = ConfigurationError("destination config key domain is not a host name or an https:// URL")
+    try:
+        parts = urlsplit(value if "://" in value else f"https://{value}")
+    except ValueError:  # an unbalanced [ or ], a fullwidth sign that normalizes to / ? # @ or :
+        raise not_a_host from None
     if parts.scheme not in ("https", "http") or not _HOST.match(parts.netloc):
-        raise ConfigurationError(f"domain {value!r} is not a host name or an https:// URL")
+        raise not_a_host
     shown = f"{parts.scheme}://{parts.netloc}"
     # Every API path is appended to the domain: a path here would turn every call into a 404.
     # What follows the host is not echoed, in case it carries a token.
@@ -183,13 +188,13 @@ def base_url(domain: str, *, allowed_hosts: Collection[str] = frozenset(), allow
     try:
         port = parts.port
     except ValueError:
-        raise ConfigurationError(f"domain {value!r} has a port out of range") from None
+        raise ConfigurationError(f"domain {shown} has a port out of range") from None
     host = parts.hostname or ""
     if (refusal := _refusal(shown, host, port, allowed_hosts, allow_loopback)) is not None:
         raise ConfigurationError(refusal)
     if parts.scheme == "http" and not _is_loopback(host) and not _local_http(host, port, allowed_hosts, allow_loopback):
         raise ConfigurationError(
-            f"domain {value!r} must use https (plain http is only allowed for loopback hosts, and in local runs"
+            f"domain {shown} must use https (plain http is only allowed for loopback hosts, and in local runs"
             " for a host:port named in GAINSIGHT_ALLOWED_HOSTS)"
         )
     return shown

@@ -25,6 +25,7 @@ class Outcome:
     status_code: int
     error: str | None = None
     code: str | None = None
+    operator: bool = False  # failed for a cause an operator must fix (errors.DestinationError.operator)
 
 
 DELIVERED = Outcome("delivered", 200)
@@ -32,7 +33,9 @@ DELIVERED = Outcome("delivered", 200)
 
 def outcome_of(error: DestinationError) -> Outcome:
     """The outcome an error gives the events that needed the failed call."""
-    return Outcome("failed" if error.retryable else "rejected", error.status_code, error.message, error.code)
+    return Outcome(
+        "failed" if error.retryable else "rejected", error.status_code, error.message, error.code, error.operator
+    )
 
 
 # -- the plan (pure) ---------------------------------------------------------

@@ -34,6 +34,7 @@ class DrainReport:
     retried: int = 0
     waiting: int = 0
     gave_up: int = 0
+    waiting_for_operator: int = 0  # failed for the configuration or a credential: never an attempt
     pages: int = 0
 
 
@@ -48,6 +49,7 @@ def drain(remaining_seconds: float, clock: Clock | None = None) -> DrainReport:
         parts = container(config)
     except ConfigurationError as error:
         logger.error("service misconfigured", extra={"reason": error.message})
+        metrics.add_metric(name="ConfigurationErrors", unit=MetricUnit.Count, value=1)
         return report
     deadline = started + max(0.0, min(config.drain_budget_seconds, remaining_seconds - SAFETY_MARGIN_SECONDS))
     # Events this young are left alone: their request may still be parking older ones.
@@ -149,20 +151,25 @@ def _drain_page(
             report.rejected += 1
             continue
         blocked.update(stored.record.entities)
-        own = outcome.code not in NOT_OWN_FAILURES and outcome.status_code != 429
+        own = not outcome.operator and outcome.code not in NOT_OWN_FAILURES and outcome.status_code != 429
         if own and stored.attempts + 1 >= config.max_attempts:
             reason = f"gave up after {stored.attempts + 1} attempts: {outcome.error}"
             settled.append(Settled(stored, REJECTED, reason, "gave_up"))
             report.gave_up += 1
             continue
         report.retried += 1
-        if not own and not (n in written and not stored.record.link_only):
+        if outcome.operator:
+            report.waiting_for_operator += 1
+        elif not own and not (n in written and not stored.record.link_only):
             continue  # it waited for the budget, for time or behind an older event: parked as it was, due now
+        # A cause an operator must fix is tried again at the same backoff, without counting an attempt.
+        backoff = _backoff(stored.attempts + 1 if own else stored.waits + 1 if outcome.operator else 0, config)
         try:
             parts.store.retry_later(
                 stored,
-                due=clock.wall() + _backoff(stored.attempts + 1 if own else 0, config),
+                due=clock.wall() + backoff,
                 own_failure=own,
+                operator=outcome.operator,
                 link_only=n in written,
                 reason=outcome.error,
                 code=outcome.code,

@@ -8,6 +8,9 @@ class DestinationError(Exception):
 
     status_code: int = 400
     retryable: bool = False
+    # The cause is ours to fix (the configuration, a secret, a credential), not the event's: it
+    # waits for the fix however long it takes, and its failures never count toward MaxAttempts.
+    operator: bool = False
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -36,6 +39,7 @@ class ConfigurationError(DestinationError):
 
     status_code = 500
     retryable = True
+    operator = True
 
     def __init__(self, message: str) -> None:
         super().__init__(message, code="configuration")
@@ -52,8 +56,10 @@ class GainsightError(DestinationError):
         retryable: bool,
         code: str | None = None,
         request_id: str | None = None,
+        operator: bool = False,
     ) -> None:
         super().__init__(message, code=code)
         self.status_code = status_code
         self.retryable = retryable
         self.request_id = request_id
+        self.operator = operator

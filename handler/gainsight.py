@@ -197,6 +197,7 @@ def error_for(status: int, body: Mapping[str, Any] | None, operation: str) -> Ga
             retryable=True,
             code=code or "unauthorized",
             request_id=request_id,
+            operator=True,  # an expired or wrong key: waits for the operator, never counts as an attempt
         )
     if 200 <= status < 300:
         if body.get("result") is False:

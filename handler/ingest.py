@@ -136,6 +136,7 @@ def handle(request: Request) -> Answer:
     except ConfigurationError as error:
         # Without settings or write keys we cannot even authenticate: tell senders to retry later.
         logger.error("service misconfigured", extra={"reason": error.message})
+        metrics.add_metric(name="ConfigurationErrors", unit=MetricUnit.Count, value=1)
         return Answer(503, {"code": "misconfigured", "message": "service is misconfigured; try again later"})
 
     budget = min(config.delivery_budget_seconds, request.remaining_seconds - SAFETY_MARGIN_SECONDS)
@@ -191,8 +192,16 @@ def accept(
         fresh, config, parts, answer_by - PARKING_RESERVE_SECONDS, calls, blocked=seen.blocked, quota_item=quota_item
     )
     outcomes |= done.outcomes
+    # Sent again after we had rejected them: once delivered, their rejected record must not be replayed.
+    was_rejected = {r.index for r in fresh if r.event_id in seen.states}
     return outcomes | _record(
-        fresh, outcomes, waiting=done.waiting, written=done.written, store=parts.store, deadline=answer_by
+        fresh,
+        outcomes,
+        waiting=done.waiting,
+        written=done.written,
+        was_rejected=was_rejected,
+        store=parts.store,
+        deadline=answer_by,
     )
 
 
@@ -222,6 +231,7 @@ def _record(
     *,
     waiting: set[int],
     written: set[int],
+    was_rejected: set[int],
     store: EventStore,
     deadline: float,
 ) -> dict[int, Outcome]:
@@ -238,23 +248,27 @@ def _record(
             parked = dataclasses.replace(r, link_only=True, entities=r.person) if r.index in written else r
             to_park.append((parked, outcome.error, outcome.code))
     # Applied events are remembered, so a sender's retry does not apply them again: track events
-    # always (exactly once); the others of a person or company that parks something, written with
-    # the parked ones in request order: were an older one neither parked nor remembered, a retry
-    # would park it behind a newer one.
+    # always (exactly once), whatever becomes of their person's parking, and so is an event that
+    # had been rejected (a replay must not apply it again); the others of a person or company that
+    # parks something, written with the parked ones in request order: were an older one neither
+    # parked nor remembered, a retry would park it behind a newer one.
     lanes = record.components(fresh, companies=True)
     parking = {lanes[r.index] for r, _, _ in to_park}
     delivered = [r for r in fresh if r.index in outcomes and outcomes[r.index].outcome == "delivered"]
-    in_order = [r for r in delivered if lanes[r.index] in parking]
-    remember = [r for r in delivered if r.kind == "track" and lanes[r.index] not in parking]
+    alone = [r for r in delivered if r.kind == "track" or r.index in was_rejected]
+    in_order = [r for r in delivered if lanes[r.index] in parking and r not in alone]
     keys = {r.event_id: lanes[r.index] for r in fresh}
     failures = store.park(to_park, deadline, done=in_order, lanes=keys) if to_park else {}
-    unrecorded = {r.event_id for r in in_order if r.event_id in failures}
-    if remember:
-        unrecorded |= store.mark_done(remember, deadline)
+    unrecorded = {r.event_id: failures[r.event_id].message for r in in_order if r.event_id in failures}
+    if alone:
+        unrecorded |= store.mark_done(alone, deadline)
     if unrecorded:
         # Delivered all the same: the event is not parked or published again by us; only a sender's
         # retry of this batch could apply it twice.
-        logger.error("delivered events could not be recorded", extra={"events": len(unrecorded)})
+        logger.error(
+            "delivered events could not be recorded",
+            extra={"events": len(unrecorded), "reason": next(iter(unrecorded.values()))},
+        )
     for r, reason, code in to_park:
         error = failures.get(r.event_id)
         if error is not None:
@@ -268,7 +282,10 @@ def _record(
         if r.index in outcomes and outcomes[r.index].outcome == "rejected" and _worth_keeping(outcomes[r.index])
     ]
     if kept and (lost := store.keep_rejected(kept, deadline)):
-        logger.error("rejected events could not be kept for replay", extra={"events": len(lost)})
+        logger.error(
+            "rejected events could not be kept for replay",
+            extra={"events": len(lost), "reason": next(iter(lost.values()))},
+        )
     return changed
 
 
@@ -400,6 +417,9 @@ def observe(
         metrics.add_metric(name="QuotaLeftToday", unit=MetricUnit.Count, value=left)
         share = 100.0 * calls.quota_used_today / config.quota_per_day
         metrics.add_metric(name="QuotaUsedTodayPercent", unit=MetricUnit.Percent, value=round(share, 2))
+    # Events that wait for a configuration fix (a bad key, an unreadable parameter): alarmed on.
+    misconfigured = sum(1 for o in outcomes.values() if o.operator and o.code == "configuration")
+    metrics.add_metric(name="ConfigurationErrors", unit=MetricUnit.Count, value=misconfigured)
     rejected_key = sum(1 for c in calls.calls if c.auth_rejected)
     metrics.add_metric(name="GainsightAuthRejected", unit=MetricUnit.Count, value=rejected_key)
     errors = Counter(o.code or "unknown" for o in outcomes.values() if o.outcome != "delivered")

@@ -281,13 +281,20 @@ def event_publish(event: Mapping[str, Any], destination: Destination) -> EventPu
 
     Raises:
         EventRejected: without an event name or a name/version mapping.
-        ConfigurationError: without a configured publisher (shared secret, tenant, topic).
+        EventRejected: also without a shared secret when none is configured (SharedSecretParamName none).
+        ConfigurationError: its shared secret unreadable, or no tenant or topic configured.
     """
     name = event.get("event")
     if not isinstance(name, str) or not name.strip():
         raise EventRejected("event name is required for track")
+    if not destination.shared_secret:
+        if destination.shared_secret_problem is not None:
+            # Configured but unreadable: the event waits until the parameter is fixed.
+            raise ConfigurationError(f"{destination.shared_secret_problem}: track events wait until it can be read")
+        raise EventRejected(
+            "no Events Framework shared secret is configured (SharedSecretParamName is none)", code="no_shared_secret"
+        )
     for key, value in (
-        ("sharedSecret", destination.shared_secret),
         ("tenantId", destination.tenant_id),
         ("topicName", destination.topic_name),
     ):

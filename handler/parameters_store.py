@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from functools import lru_cache
 
@@ -83,11 +84,17 @@ def destination(settings: Settings) -> Destination:
     Raises:
         ConfigurationError: naming the parameter or config key that is wrong.
     """
-    shared_secret = _get(settings.shared_secret_param, secure=True) if settings.shared_secret_param else None
-    return _destination(
+    shared_secret, problem = None, None
+    if settings.shared_secret_param:
+        try:
+            shared_secret = _get(settings.shared_secret_param, secure=True)
+        except ConfigurationError as error:  # only the events that need it wait for it
+            problem = error.message
+    destination = _destination(
         _get(settings.destination_config_param, secure=False),
         _get(settings.access_key_param, secure=True),
         shared_secret,
         settings.gainsight_allowed_hosts,
         settings.allow_loopback_gainsight,
     )
+    return dataclasses.replace(destination, shared_secret_problem=problem) if problem else destination

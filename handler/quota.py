@@ -21,6 +21,8 @@ from typing import Any
 
 from clock import REAL_CLOCK, Clock
 
+from observability import logger
+
 KEY = {"pk": {"S": "quota"}, "sk": {"S": "calls"}}
 # A 429 without Retry-After says the quota is spent, not for how long: pause briefly and let the
 # lower rate and the sliding window do the rest.
@@ -228,6 +230,8 @@ class SharedQuota:
             except Exception as error:  # a conflict, throttling: try again; anything else: no budget now
                 if _code(error) not in ("ConditionalCheckFailedException", "ProvisionedThroughputExceededException",
                                         "ThrottlingException", "InternalServerError"):  # fmt: skip
+                    # Events wait as `quota` while this lasts: say why (AccessDenied, a missing table).
+                    logger.error("Gainsight budget could not be written", extra={"reason": _code(error)})
                     break
                 current = getattr(error, "response", {}).get("Item")
                 item, fresh = (_decode(current), True) if current else (None, False)
@@ -238,7 +242,8 @@ class SharedQuota:
     def _read(self) -> dict[str, Any]:
         try:
             reply = self.dynamodb.get_item(TableName=self.table, Key=KEY, ConsistentRead=True)
-        except Exception:  # no answer is no budget: the caller parks or waits
+        except Exception as error:  # no answer is no budget: the caller parks or waits
+            logger.error("Gainsight budget could not be read", extra={"reason": _code(error)})
             return {"pausedUntil": self.clock.wall() + 1.0, "version": -1}
         return _decode(reply.get("Item", {}))
 

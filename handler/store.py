@@ -83,7 +83,8 @@ class Stored:
 
     record: Record
     state: str
-    attempts: int = 0
+    attempts: int = 0  # failed attempts of its own (toward MaxAttempts)
+    waits: int = 0  # failed tries for a cause an operator must fix: they set its backoff, never count
     due: float = 0.0  # wall-clock seconds before which a parked event is not tried again
     reason: str | None = None
     code: str | None = None
@@ -193,15 +194,17 @@ class EventStore:
                     for r in done]  # fmt: skip
         return self._commit_in_order(sorted(changes, key=lambda c: c.record.index), deadline, lanes)
 
-    def mark_done(self, records: Sequence[Record], deadline: float) -> set[str]:
+    def mark_done(self, records: Sequence[Record], deadline: float) -> dict[str, str]:
         """Remember these events as delivered for `done_ttl_seconds`, so a sender's retry is not
-        applied again. Returns the event ids that could not be recorded."""
+        applied again. Returns the event ids that could not be recorded, with why."""
         expires = int(self.clock.wall()) + self.done_ttl
         return self._put_all({r.event_id: _done_item(r, expires) for r in records}, deadline)
 
-    def keep_rejected(self, rejected: Sequence[tuple[Record, str | None, str | None]], deadline: float) -> set[str]:
+    def keep_rejected(
+        self, rejected: Sequence[tuple[Record, str | None, str | None]], deadline: float
+    ) -> dict[str, str]:
         """Keep rejected events with their reason for `rejected_ttl_seconds`, replayable once the
-        cause is fixed. Returns the event ids that could not be kept."""
+        cause is fixed. Returns the event ids that could not be kept, with why."""
         expires = int(self.clock.wall()) + self.rejected_ttl
         items = {r.event_id: self._record_item(r, REJECTED, reason, code) | {"expiresAt": {"N": str(expires)}}
                  for r, reason, code in rejected}  # fmt: skip
@@ -250,20 +253,27 @@ class EventStore:
         *,
         due: float,
         own_failure: bool,
+        operator: bool = False,
         link_only: bool = False,
         reason: str | None,
         code: str | None,
     ) -> None:
-        """Note a failed attempt (counted only when the event's own call failed) and when to try
-        again. `link_only`: its company was written, so it no longer holds the company's order.
+        """Note a failed attempt (counted only when the event's own call failed; a failure for a
+        cause an operator must fix counts apart, as `waits`) and when to try again. `link_only`: its
+        company was written, so it no longer holds the company's order.
 
         Raises:
             StoreError: when it cannot be written; the event then comes back at once, which is safe.
         """
         record = stored.record
-        update = "SET attempts = attempts + :n, due = :due, reason = :reason, code = :code"
+        update = (
+            "SET attempts = attempts + :n, waits = if_not_exists(waits, :zero) + :w, due = :due,"
+            " reason = :reason, code = :code"
+        )
         values: dict[str, Any] = {
             ":n": {"N": "1" if own_failure else "0"},
+            ":w": {"N": "1" if operator else "0"},
+            ":zero": {"N": "0"},
             ":due": {"N": f"{due:.3f}"},
             ":reason": {"S": reason or ""},
             ":code": {"S": code or ""},
@@ -499,10 +509,11 @@ class EventStore:
         results = self._map(batch, [keys[n : n + BATCH_GET] for n in range(0, len(keys), BATCH_GET)])
         return [item for found in results for item in found]
 
-    def _put_all(self, items: Mapping[str, dict[str, Any]], deadline: float) -> set[str]:
+    def _put_all(self, items: Mapping[str, dict[str, Any]], deadline: float) -> dict[str, str]:
+        """Event id -> why it could not be written (naming the AWS error code), for those that could not."""
         ids = list(items)
 
-        def batch(chunk: list[str]) -> set[str]:
+        def batch(chunk: list[str]) -> dict[str, str]:
             request = {self.table: [{"PutRequest": {"Item": items[i]}} for i in chunk]}
             attempt = 0
             try:
@@ -513,12 +524,13 @@ class EventStore:
                         attempt += 1
                         if not self._pause(attempt, deadline):
                             left = {r["PutRequest"]["Item"]["pk"]["S"] for r in request[self.table]}
-                            return {i for i in chunk if _pk_event(i) in left}
-            except StoreError:
-                return set(chunk)
-            return set()
+                            why = "event store unavailable (unprocessed items: throttled)"
+                            return {i: why for i in chunk if _pk_event(i) in left}
+            except StoreError as error:
+                return dict.fromkeys(chunk, error.message)
+            return {}
 
-        failed: set[str] = set()
+        failed: dict[str, str] = {}
         for result in self._map(batch, [ids[n : n + BATCH_WRITE] for n in range(0, len(ids), BATCH_WRITE)]):
             failed |= result
         return failed
@@ -616,6 +628,7 @@ def _stored(item: Mapping[str, Any], event_id: str) -> Stored:
         record=record,
         state=state,
         attempts=int(item.get("attempts", {}).get("N", "0")),
+        waits=int(item.get("waits", {}).get("N", "0")),
         due=float(item.get("due", {}).get("N", "0")),
         reason=item.get("reason", {}).get("S") or None,
         code=item.get("code", {}).get("S") or None,

@@ -163,13 +163,14 @@ def test_the_event_store_survives_the_stack_and_alarms_watch_it(template) -> Non
     alarms = {name for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
     assert alarms == {
         "EventsGaveUpAlarm", "OldestParkedAlarm", "DrainFailingAlarm", "DailyBudgetAlarm", "CredentialsRejectedAlarm",
-        "ErrorRateAlarm",
+        "ConfigurationErrorAlarm", "ErrorRateAlarm",
         "ThrottlingAlarm", "ApiThrottlingAlarm",
     }  # fmt: skip
     # The metrics the alarms read are the ones the code emits.
     ingest_source = "".join(path.read_text() for path in (ROOT / "handler").glob("*.py"))
     for name in (
         "CredentialsRejectedAlarm",
+        "ConfigurationErrorAlarm",
         "ThrottlingAlarm",
         "EventsGaveUpAlarm",
         "OldestParkedAlarm",

@@ -1,6 +1,7 @@
 """Replay rejected events once their cause is fixed (a missing event name mapping, a refused field,
-events that gave up retrying): they are parked again, as if accepted now, and the drain delivers
-them in order.
+events that gave up retrying): they are parked again at their own place in the arrival order, and
+the drain delivers them in order, each before any later event of its person or company. A run that
+dies can be run again as it was: what it parked is not parked twice, and what is left keeps its order.
 
     python -m devtools.replay --stack gainsight-destination --dry-run                 # count them, by reason
     python -m devtools.replay --stack gainsight-destination --code no_event_name_mapping
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -24,7 +24,7 @@ from devtools.local import use_handler_path
 
 use_handler_path()
 
-from record import seq_before, sequence  # noqa: E402
+from record import seq_before  # noqa: E402
 from store import EventStore, Stored  # noqa: E402
 
 
@@ -44,18 +44,11 @@ def rejected(store: EventStore, since: float, until: float, codes: Sequence[str]
             return
 
 
-def replay(store: EventStore, events: Sequence[Stored], *, clock: Any = time.time) -> int:
-    """Park the events again, in their original order, as accepted now; how many were parked.
-
-    Raises:
-        RuntimeError: naming how many could not be parked (they stay rejected; run it again).
-    """
-    arrival_ns, tag = int(clock() * 1e9), uuid.uuid4().hex
-    seqs = [sequence(arrival_ns, tag, n) for n in range(len(events))]
-    failed = store.replay(events, seqs, time.monotonic() + 60)
-    if failed:
-        raise RuntimeError(f"{len(failed)} of {len(events)} events could not be parked again; they stay rejected")
-    return len(events)
+def replay(store: EventStore, events: Sequence[Stored]) -> tuple[int, int]:
+    """Park the events (oldest first) again, in their original order; (replayed, left): those left
+    could not be parked now and stay rejected, in order behind the first of their person that failed."""
+    failed = store.replay(events, time.monotonic() + 60)
+    return len(events) - len(failed), len(failed)
 
 
 def _time(value: str) -> float:
@@ -86,7 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(f"{len(events)} rejected events would be replayed ({detail}); nothing changed")
         return 0
-    print(f"replayed {replay(store, events)} events ({detail})")
+    replayed, left = replay(store, events)
+    if left:
+        print(f"replayed {replayed} events ({detail}); {left} left rejected: run the same command again")
+        return 1
+    print(f"replayed {replayed} events ({detail})")
     return 0
 
 

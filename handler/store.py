@@ -17,6 +17,7 @@ holds state: the drain finds work by querying the index, so losing a trigger onl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -29,7 +30,7 @@ from typing import Any
 from clock import REAL_CLOCK, Clock
 
 from errors import DestinationError
-from record import Record, digest
+from record import Record, components, digest
 
 PARKED, DONE, REJECTED = "parked", "done", "rejected"
 QUEUE_INDEX = "queue"
@@ -301,30 +302,35 @@ class EventStore:
         # Our retries of it carry the same token: DynamoDB applies the transaction once.
         self._call("transact_write_items", TransactItems=items, ClientRequestToken=str(uuid.uuid4()))
 
-    def replay(self, rejected: Sequence[Stored], seqs: Sequence[str], deadline: float) -> set[str]:
-        """Park rejected events again, as if accepted now (at `seqs`). Returns those that could not be."""
+    def replay(self, rejected: Sequence[Stored], deadline: float) -> dict[str, StoreError]:
+        """Park rejected events (given oldest first) again, each at its own place in the arrival
+        order: the drain then delivers it before any later event of its person or company. Those of
+        one person or company are parked one after another, none after one that failed, so an
+        interrupted replay, run again, never leaves an older event behind a newer one. Returns those
+        that could not be parked (one already parked again is left as it is)."""
         changes: list[Change] = []
-        for stored, seq in zip(rejected, seqs, strict=True):
+        for stored in rejected:
             record = stored.record
             update = {
                 "Update": {
                     "TableName": self.table,
                     "Key": {"pk": {"S": _pk_event(record.event_id)}, "sk": {"S": "event"}},
-                    "UpdateExpression": "SET #s = :parked, #q = :parked, seq = :seq, attempts = :zero, "
+                    "UpdateExpression": "SET #s = :parked, #q = :parked, attempts = :zero, waits = :zero, "
                     "due = :zero REMOVE expiresAt",
-                    "ConditionExpression": "#s = :rejected AND seq = :old",
+                    "ConditionExpression": "#s = :rejected AND seq = :seq",
                     "ExpressionAttributeNames": {"#s": "state", "#q": "queue"},
                     "ExpressionAttributeValues": {
                         ":parked": {"S": PARKED},
                         ":rejected": {"S": REJECTED},
-                        ":seq": {"S": seq},
-                        ":old": {"S": record.seq},
+                        ":seq": {"S": record.seq},
                         ":zero": {"N": "0"},
                     },
                 }
             }
             changes.append(Change(record, [update], dict.fromkeys(record.entities, 1), +1))
-        return set(self._commit_in_order(changes, deadline, None))
+        records = [dataclasses.replace(s.record, index=n) for n, s in enumerate(rejected)]
+        lanes = components(records, companies=True)
+        return self._commit_in_order(changes, deadline, {r.event_id: lanes[r.index] for r in records})
 
     # -- items -----------------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ import pytest
 
 from devtools.gainsight_sandbox import Fault, Sandbox
 from devtools.local import LocalAws, api_event, demo_config, drain, invoke, seed_parameters
-from tests.conftest import clear_caches
 from tests.helpers import FakeClock, group, identify, post, stored, track
 
 
@@ -348,21 +347,6 @@ def test_missing_ssm_parameter_parks_events_naming_it(sandbox: Sandbox, monkeypa
     reply = post("/v1/identify", identify())
     assert reply.outcomes == ["deferred"]
     assert "SSM parameter /does/not/exist could not be read" in reply.body["results"][0]["error"]
-
-
-def test_without_a_shared_secret_track_waits_for_it_and_identify_works(sandbox: Sandbox, monkeypatch) -> None:
-    # Given a destination whose shared secret is not configured yet
-    monkeypatch.delenv("SHARED_SECRET_PARAM")
-    # When a track and an identify arrive
-    reply = post("/v1/batch", {"batch": [track(), identify()]})
-    # Then the identify is delivered and the track is kept, naming what is missing
-    assert reply.outcomes == ["deferred", "delivered"]
-    assert "sharedSecret is not configured" in reply.body["results"][0]["error"]
-    # And once the secret is configured (a new deployment: fresh containers), the drain delivers it
-    monkeypatch.undo()
-    clear_caches()
-    drain()
-    assert [e["eventName"] for e in sandbox.state.snapshot()["events"]] == ["ticket_closed"]
 
 
 def test_missing_settings_answer_503_without_details(sandbox: Sandbox, monkeypatch) -> None:

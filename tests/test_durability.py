@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -350,6 +351,46 @@ def test_events_rejected_for_the_configuration_are_kept_and_replayed_by_reason(s
     # Then it is delivered; the one Gainsight refused is still kept
     assert [(e["eventName"], e["body"]) for e in sandbox.state.snapshot()["events"]] == [("signed_up", {"plan": "pro"})]
     assert [s.code for s in stored("rejected")] == ["GU_1101"]
+
+
+def test_a_replay_that_dies_after_its_first_write_and_is_run_again_keeps_every_persons_order(
+    sandbox: Sandbox, capsys
+) -> None:
+    import boto3
+
+    from devtools.local import EVENT_TABLE
+    from devtools.replay import rejected, replay
+    from record import read, sequence
+    from store import EventStore
+
+    # Given 120 of Ada's identifies rejected in turn: each sets her first name, all but the last 7
+    # her plan, the newest of those (the 113th) to "newest"
+    plans = {n: "newest" if n == 112 else f"old-{n}" for n in range(113)}
+    events = [identify(message_id=f"i{n}", firstName=str(n), **({"plan": plans[n]} if n in plans else {}))
+              for n in range(120)]  # fmt: skip
+    records = [read(n, event, sequence(1_000_000_000 + n, "t", n)) for n, event in enumerate(events)]
+    store = EventStore(EVENT_TABLE, boto3.client("dynamodb"))
+    assert store.keep_rejected([(r, "refused", "GU_1101") for r in records], time.monotonic() + 30) == {}
+    # When a replay dies just after its first DynamoDB write
+    dying = boto3.client("dynamodb")
+
+    def die(**_: Any) -> None:
+        raise FunctionDied("after the first write")
+
+    dying.meta.events.register("after-call.dynamodb.TransactWriteItems", die)
+    with pytest.raises(FunctionDied):
+        replay(EventStore(EVENT_TABLE, dying), list(rejected(store, 0, time.time() + 1, [])))
+    # And is run again, as it was, then again
+    capsys.readouterr()
+    assert replay_command(["--table", EVENT_TABLE]) == 0
+    first = capsys.readouterr().out
+    assert replay_command(["--table", EVENT_TABLE]) == 0
+    second = capsys.readouterr().out
+    drain()
+    # Then every event was applied once, in the order it was accepted: Ada holds the newest values
+    assert stored() == [] and stored("rejected") == []
+    assert (person(sandbox)["FirstName"], person(sandbox)["Plan__gc"]) == ("119", "newest")
+    assert first.startswith("replayed ") and second.startswith("replayed 0 events")
 
 
 def test_an_event_that_keeps_failing_gives_up_and_frees_its_person(sandbox: Sandbox, monkeypatch) -> None:

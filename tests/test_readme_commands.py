@@ -19,6 +19,9 @@ DOCS = {path.name: path.read_text() for path in sorted((ROOT / "docs").glob("*.m
 def test_every_make_command_in_the_readme_and_docs_is_a_target() -> None:
     shown = set(re.findall(r"\bmake ([a-z][a-z-]*)", README + "".join(DOCS.values())))
     assert {"deploy", "delete", "logs", "local-stack", "run", "serve", "test", "build"} <= shown
+    # each is a rule of the Makefile (not a file that happens to exist, such as events/)
+    rules = set(re.findall(r"^([a-z][a-z-]*):", (ROOT / "Makefile").read_text(), flags=re.MULTILINE))
+    assert not shown - rules, shown - rules
     # make -n: each one parses (with the variables shown) without running anything
     refused = {}
     for target in sorted(shown):

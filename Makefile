@@ -12,67 +12,74 @@ PYTHON ?= $(shell for p in python3.13 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/ver
 ENV ?= dev
 DRY_RUN ?=
 
-.PHONY: run serve local-stack test lint typecheck template pytest bench loadtest build deploy delete logs clean python
+.PHONY: help run serve local-stack test lint typecheck template pytest bench loadtest build deploy delete logs clean python
+.DEFAULT_GOAL := help
+
+# Each target's `## ` comment is its line in `make help` (tests/test_make_help.py: none without).
+help: ## every target, one line each (this list; the default)
+	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-z][a-z-]*:[^#]*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # The interpreter the venv is made with; fails when there is none.
-python:
+python: ## the Python 3.13 the venv is made with (fails when there is none)
 	@test -n "$(PYTHON)" || { echo "Python 3.13 (the Lambda runtime) not found: put python3.13 on PATH, install it with pyenv (pyenv install 3.13), or run make PYTHON=/path/to/python3.13" >&2; exit 1; }
 	@echo $(PYTHON)
 
 $(STAMP): requirements.txt handler/requirements.txt requirements-dev.txt
 	@$(MAKE) -s python >/dev/null
+	@echo "First use: making $(VENV) with $(PYTHON) and installing requirements-dev.txt (SAM CLI, moto, boto3, pytest, ...): about 2-3 minutes, once."
 	$(PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install -qq --upgrade pip
 	$(PY) -m pip install -qq -r requirements-dev.txt
 	touch $@
+	@echo "$(VENV) ready."
 
-run: $(STAMP)
+run: $(STAMP) ## the main job on local defaults: events/*.json through the handler against the sandbox and moto
 	VERBOSE=$(VERBOSE) $(PY) -m devtools.run
 
-serve: $(STAMP)
+serve: $(STAMP) ## the HTTP API on 127.0.0.1:3000 against the sandbox (write key demo-write-key)
 	VERBOSE=$(VERBOSE) $(PY) -m devtools.serve
 
 # moto and the Gainsight sandbox on 0.0.0.0 (fixed ports) for `sam local invoke --env-vars local/env.json`.
-local-stack: $(STAMP)
+local-stack: $(STAMP) ## moto and the sandbox on 0.0.0.0:5005 and :4010, for sam local invoke (docs/local.md)
 	$(PY) -m devtools.local_stack
 
-test: lint typecheck template pytest
+test: lint typecheck template pytest ## lint, typecheck, template and pytest: what CI runs
 
-lint: $(STAMP)
+lint: $(STAMP) ## ruff check and ruff format --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP)
+typecheck: $(STAMP) ## mypy on handler/ and devtools/
 	$(BIN)/mypy
 
-template: $(STAMP)
+template: $(STAMP) ## cfn-lint and sam validate --lint on template.yaml
 	$(BIN)/cfn-lint template.yaml
 	$(BIN)/sam validate --lint --template template.yaml --region us-east-1
 
-pytest: $(STAMP)
+pytest: $(STAMP) ## every test (loopback only)
 	$(BIN)/pytest
 
-bench: $(STAMP)
+bench: $(STAMP) ## the benchmark; rewrites its table in docs/benchmark.md (VERBOSE=1: with EMF metrics)
 	$(PY) -m devtools.bench
 
 # Sustained load at 0.5x to 5x Gainsight's quota, time-compressed (a few minutes); not part of test.
-loadtest: $(STAMP)
+loadtest: $(STAMP) ## sustained load at 0.5x-5x the quota (minutes); rewrites docs/loadtest.md's table
 	$(PY) -m devtools.loadtest $(LOADTEST_ARGS)
 
 # sam build runs python3.13 from PATH: the venv's is first.
-build: $(STAMP)
+build: $(STAMP) ## sam build with the venv's Python 3.13
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/sam build --template template.yaml
 
 # make deploy ENV=dev|prod [CONFIG=config/destination.json] [ALLOWED_HOSTS=cs.acme.example] [DRY_RUN=1]
-deploy: $(STAMP) $(if $(DRY_RUN),,build)
+deploy: $(STAMP) $(if $(DRY_RUN),,build) ## deploy ENV=dev|prod with config/destination.json (DRY_RUN=1 prints the commands)
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m devtools.deploy deploy --env $(ENV) $(if $(CONFIG),--config $(CONFIG)) $(if $(ALLOWED_HOSTS),--allowed-hosts $(ALLOWED_HOSTS)) $(if $(DRY_RUN),--dry-run)
 
-delete: $(STAMP)
+delete: $(STAMP) ## delete ENV's stack; says what it keeps (DRY_RUN=1 prints the commands)
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m devtools.deploy delete --env $(ENV) $(if $(DRY_RUN),--dry-run)
 
 # make logs ENV=dev [TAIL=1]
-logs: $(STAMP)
+logs: $(STAMP) ## both functions' recent logs of ENV's stack (TAIL=1 follows them)
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m devtools.deploy logs --env $(ENV) $(if $(TAIL),--tail) $(if $(DRY_RUN),--dry-run)
 
-clean:
+clean: ## remove .venv and the build and tool caches
 	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

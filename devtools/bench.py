@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import date
 from typing import Any
 
 from devtools.gainsight_sandbox import Sandbox
@@ -24,9 +25,11 @@ from devtools.local import (
     api_event,
     invoke,
     moto_aws,
+    quiet_powertools,
     seed_parameters,
     use_handler_path,
 )
+from devtools.measured import DOCS, machine, markdown_table, stamp, write_section
 
 STAGES = ["Onboarding", "Adoption", "Expansion", "Renewal"]
 INDUSTRIES = ["Software", "Retail", "Finance", "Healthcare", "Manufacturing"]
@@ -397,10 +400,15 @@ def call_rows(row: Any, calls: dict[str, Any], sandbox: Sandbox, args: argparse.
         "reads: every event's record (resends); writes: one per track event (exactly once)")  # fmt: skip
 
 
+def bench_section(rows: list[tuple[str, str, str]], *, today: date, host: str) -> str:
+    """docs/benchmark.md's measured section: when, where, and the table."""
+    return f"{stamp(today, host)}\n\n" + markdown_table(("measure", "value", "context"), rows)
+
+
 def main() -> int:
-    # The figures, not the handler's per-request logs and metrics, are the output here.
-    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    # The figures, not the handler's per-request logs and metrics, are the output (VERBOSE=1 shows them).
+    if not os.environ.get("VERBOSE"):
+        quiet_powertools()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=10)
     parser.add_argument("--size", type=int, default=100)
@@ -408,6 +416,7 @@ def main() -> int:
     parser.add_argument("--companies", type=int, default=40)
     parser.add_argument("--active", type=int, default=25, help="users active in one batch's window")
     args = parser.parse_args()
+    documented = vars(args) == vars(parser.parse_args([]))
 
     rows: list[tuple[str, str, str]] = []
 
@@ -469,7 +478,18 @@ def main() -> int:
     print("-" * (width + 70))
     for name, value, context in rows:
         print(f"{name:<{width}}  {value}" + (f"   [{context}]" if context else ""))
+    record(rows, documented)
     return 0
+
+
+def record(rows: list[tuple[str, str, str]], documented: bool) -> None:
+    """The documented run's table goes into docs/benchmark.md; another run's is only printed."""
+    target = DOCS / "benchmark.md"
+    if documented:
+        write_section(target, "bench", bench_section(rows, today=date.today(), host=machine()))
+        print(f"\nwritten to {target.relative_to(ROOT)}")
+    else:
+        print(f"\nnot written to {target.relative_to(ROOT)}: these are not the documented run's options")
 
 
 if __name__ == "__main__":

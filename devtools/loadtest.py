@@ -21,11 +21,13 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from devtools.bench import Workload, reset_container
 from devtools.gainsight_sandbox import Sandbox
 from devtools.local import (
+    ROOT,
     api_event,
     environment,
     invoke,
@@ -34,6 +36,7 @@ from devtools.local import (
     seed_parameters,
     use_handler_path,
 )
+from devtools.measured import DOCS, machine, stamp, write_section
 
 REAL_WINDOW_SECONDS = 60.0  # Gainsight's quota window
 REAL_RETRY_BASE_SECONDS = 60.0  # the drain's schedule, and the first backoff
@@ -561,14 +564,10 @@ def table(reports: Sequence[LevelReport]) -> str:
 
 
 def quiet() -> None:
-    """The table is the output: no handler logs (VERBOSE=1 shows them), no EMF metrics, not even
-    the set Powertools prints whenever 100 values of one metric pile up, metrics disabled or not."""
-    from aws_lambda_powertools.metrics.provider.cloudwatch_emf import cloudwatch
-
+    """The table is the output: no handler logs (VERBOSE=1 shows them), no EMF metrics."""
     if not os.environ.get("VERBOSE"):
         os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "CRITICAL")
     quiet_powertools()
-    cloudwatch.MAX_METRICS = sys.maxsize
 
 
 def main() -> int:
@@ -610,8 +609,37 @@ def main() -> int:
     print()
     for name, met in targets(single, reports):
         print(f"{'met    ' if met else 'NOT MET'}  {name}")
-    print(f"\n{time.monotonic() - started:.0f} s")
+    seconds = time.monotonic() - started
+    print(f"\n{seconds:.0f} s")
+    target = DOCS / "loadtest.md"
+    if options == Options():
+        section = loadtest_section(
+            single, reports, options.quota_per_window, seconds, today=date.today(), host=machine()
+        )
+        write_section(target, "loadtest", section)
+        print(f"written to {target.relative_to(ROOT)}")
+    else:
+        print(f"not written to {target.relative_to(ROOT)}: these are not the documented run's options")
     return 0
+
+
+def loadtest_section(
+    single: float, reports: Sequence[LevelReport], quota_per_window: int, seconds: float, *, today: date, host: str
+) -> str:
+    """docs/loadtest.md's measured section: when, where, how long, the table and the targets."""
+    lines = [
+        f"{stamp(today, host)} The run took {seconds:.0f} s.",
+        "",
+        f"single-request calls per delivered event: {single:.2f}; "
+        f"1x = {quota_per_window / single:.0f} events per window.",
+        "",
+        table(reports),
+        "",
+        "Targets:",
+        "",
+    ]
+    lines += [f"- {'met' if met else '**not met**'}: {name}" for name, met in targets(single, reports)]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -479,3 +479,7 @@ def quiet_powertools() -> None:
     cold_start.is_cold_start = False
     # and it warns of an invocation that emitted no metric, which disabled metrics make every one.
     warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
+    # It also prints the set whenever 100 values of one metric pile up, metrics disabled or not.
+    from aws_lambda_powertools.metrics.provider.cloudwatch_emf import cloudwatch
+
+    cloudwatch.MAX_METRICS = sys.maxsize

@@ -59,12 +59,14 @@ def env_vars_file() -> dict[str, dict[str, str]]:
 
 
 def invoke_lines(env_file: Path = ENV_VARS_FILE) -> list[str]:
-    """The README's invoke lines. host-gateway: Linux Docker does not resolve host.docker.internal
-    by itself; Docker Desktop does, and accepts the mapping too."""
+    """The documented invoke lines (docs/local.md), run from the repository's root with SAM's
+    telemetry off, as the Makefile runs sam. host-gateway: Linux Docker does not resolve
+    host.docker.internal by itself; Docker Desktop does, and accepts the mapping too."""
     common = f"--env-vars {env_file.relative_to(ROOT)} --add-host {CONTAINER_HOST}:host-gateway"
+    sam = "SAM_CLI_TELEMETRY=0 .venv/bin/sam local invoke"
     return [
-        f"sam local invoke DestinationFunction -e events/batch.json {common}",
-        f"sam local invoke DrainFunction -e events/drain/schedule.json {common}",
+        f"{sam} DestinationFunction -e events/batch.json {common}",
+        f"{sam} DrainFunction -e events/drain/schedule.json {common}",
     ]
 
 
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"moto (SSM, DynamoDB) on {args.host}:{moto_port}: the demo config, write key {DEMO_WRITE_KEY!r},")
         print(f"  the event table {EVENT_TABLE}")
         print(f"Gainsight sandbox on {args.host}:{sandbox_port}: what it received at {sandbox.url}/_sandbox/state")
-        print("Ready. In another terminal, where Docker runs (README, Local invoke with Docker):")
+        print("Ready. In another terminal, where Docker runs (docs/local.md, Local invoke with Docker):")
         for line in invoke_lines():
             print(f"  {line}")
         print("Ctrl-C to stop.", flush=True)

@@ -42,6 +42,8 @@ CONFIG_KEYS = frozenset(
         "timelineMap",
     }
 )
+# Read by editors, not by the function: the example config names its JSON Schema.
+IGNORED_KEYS = frozenset({"$schema"})
 FILTERING_OPTIONS = ("disable", "whitelistedEvents", "blacklistedEvents")
 # A Gainsight field name: it goes into the update call's query string (?keys=...), so nothing else.
 _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,79}$")
@@ -270,7 +272,7 @@ def parse_destination(
                 f"destination config key {key} must not hold a secret; store it in the SecureString named by {param}"
             )
     for key in config:
-        if key not in CONFIG_KEYS:
+        if key not in CONFIG_KEYS and key not in IGNORED_KEYS:
             raise ConfigurationError(_unknown_key(key))
     domain = _optional_text(config, "domain")
     if domain is None:

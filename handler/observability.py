@@ -7,5 +7,9 @@ invocation at no import cost.
 
 from aws_lambda_powertools import Logger, Metrics
 
+from version import __version__
+
 logger = Logger()
 metrics = Metrics()
+# Imported once per container, while Lambda starts it: which release runs, in the cold start's logs.
+logger.info("cold start", extra={"version": __version__})

@@ -137,10 +137,12 @@ def test_the_invoke_lines_name_each_function_and_files_that_exist() -> None:
     from samcli.commands.local.invoke.cli import cli
 
     for line in invoke_lines():
-        argv = line.split()
-        assert argv[:3] == ["sam", "local", "invoke"]
+        # SAM's telemetry off for this command, then the venv's sam
+        telemetry, sam, *argv = line.split()
+        assert telemetry == "SAM_CLI_TELEMETRY=0"
+        assert (sam, argv[:2]) == (".venv/bin/sam", ["local", "invoke"])
         # sam's own parser accepts them (parsed, not run: that needs Docker)
-        context = cli.make_context("invoke", argv[3:])
+        context = cli.make_context("invoke", argv[2:])
         assert context.params["function_logical_id"] in FUNCTIONS
         assert (ROOT / context.params["event"]).is_file()
         assert (ROOT / context.params["env_vars"]).is_file()

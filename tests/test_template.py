@@ -314,3 +314,74 @@ def test_each_function_may_read_exactly_the_parameters_it_is_told_to_read(templa
         for resource in resources:
             if isinstance(resource.get("Fn::Sub"), list):
                 assert resource["Fn::Sub"][0].endswith(":parameter${Name}")
+
+
+# -- alarms reach a person -----------------------------------------------------------------------
+
+
+def _resolve(value: Any, parameters: dict[str, str], conditions: dict[str, Any]) -> Any:
+    """`value` as CloudFormation resolves it for these parameter values: Fn::If, Ref to a
+    parameter, Fn::Not, Fn::Equals; AWS::NoValue in a list drops the item."""
+    if isinstance(value, list):
+        items = [_resolve(item, parameters, conditions) for item in value]
+        return [item for item in items if item is not NO_VALUE]
+    if not isinstance(value, dict) or len(value) != 1:
+        return value
+    [(function, argument)] = value.items()
+    if function == "Fn::If":
+        name, then, otherwise = argument
+        chosen = then if _resolve(conditions[name], parameters, conditions) else otherwise
+        return _resolve(chosen, parameters, conditions)
+    if function == "Fn::Not":
+        return not _resolve(argument[0], parameters, conditions)
+    if function == "Fn::Equals":
+        left, right = (_resolve(side, parameters, conditions) for side in argument)
+        return left == right
+    if function == "Ref" and argument == "AWS::NoValue":
+        return NO_VALUE
+    if function == "Ref" and argument in parameters:
+        return parameters[argument]
+    return value
+
+
+NO_VALUE = object()
+EMAIL_TOPIC = {"Ref": "AlarmEmailTopic"}
+PAGER = "arn:aws:sns:us-east-1:123456789012:pager"
+
+
+@pytest.mark.parametrize(
+    ("email", "topic_arn", "notified"),
+    [
+        ("", "", []),
+        ("ops@example.com", "", [EMAIL_TOPIC]),
+        ("", PAGER, [PAGER]),
+        ("ops@example.com", PAGER, [EMAIL_TOPIC, PAGER]),
+    ],
+)
+def test_every_alarm_and_its_recovery_notify_the_email_and_the_existing_topic(
+    template, email, topic_arn, notified
+) -> None:
+    # Given the stack deployed with AlarmEmail and AlarmTopicArn set (or not)
+    parameters = {"AlarmEmail": email, "AlarmTopicArn": topic_arn}
+    conditions = template["Conditions"]
+    resources = template["Resources"]
+    # Then the email topic exists exactly when an address is given, with that address subscribed
+    topic = resources["AlarmEmailTopic"]
+    assert _resolve(conditions[topic["Condition"]], parameters, conditions) is bool(email)
+    assert topic["Properties"]["Subscription"] == [{"Protocol": "email", "Endpoint": {"Ref": "AlarmEmail"}}]
+    # and every alarm tells both of going into ALARM and of coming back to OK
+    alarms = {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert len(alarms) >= 8
+    for name, alarm in alarms.items():
+        for actions in ("AlarmActions", "OKActions"):
+            assert _resolve(alarm[actions], parameters, conditions) == notified, (name, actions)
+
+
+def test_the_alarm_email_parameter_takes_one_address_or_none(template) -> None:
+    import re
+
+    parameter = template["Parameters"]["AlarmEmail"]
+    assert parameter["Default"] == ""
+    pattern = re.compile(parameter["AllowedPattern"])
+    assert all(pattern.fullmatch(value) for value in ("", "ops@example.com", "on-call+gainsight@acme.co.uk"))
+    assert not any(pattern.fullmatch(value) for value in ("ops", "ops@example.com, dev@example.com", "a@b@c"))

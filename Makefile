@@ -63,9 +63,9 @@ loadtest: $(STAMP)
 build: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/sam build --template template.yaml
 
-# make deploy ENV=dev|prod [CONFIG=config/destination.json] [ALLOWED_HOSTS=cs.acme.example] [DRY_RUN=1]
+# make deploy ENV=dev|prod [CONFIG=config/destination.json] [ALLOWED_HOSTS=cs.acme.example] [ALARM_EMAIL=ops@example.com] [DRY_RUN=1]
 deploy: $(STAMP) $(if $(DRY_RUN),,build)
-	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m devtools.deploy deploy --env $(ENV) $(if $(CONFIG),--config $(CONFIG)) $(if $(ALLOWED_HOSTS),--allowed-hosts $(ALLOWED_HOSTS)) $(if $(DRY_RUN),--dry-run)
+	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m devtools.deploy deploy --env $(ENV) $(if $(CONFIG),--config $(CONFIG)) $(if $(ALLOWED_HOSTS),--allowed-hosts $(ALLOWED_HOSTS)) $(if $(ALARM_EMAIL),--alarm-email $(ALARM_EMAIL)) $(if $(DRY_RUN),--dry-run)
 
 delete: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m devtools.deploy delete --env $(ENV) $(if $(DRY_RUN),--dry-run)

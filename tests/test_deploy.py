@@ -177,6 +177,11 @@ def test_an_alarm_email_that_is_not_one_address_is_refused_before_sam_runs(capsy
     code = deploy.main(["deploy", "--config", str(EXAMPLE), "--alarm-email", address])
     assert code == 2
     assert "is not one email address" in capsys.readouterr().err
+    # The check is the template's own AllowedPattern, which CloudFormation would apply after the upload.
+    from cfnlint.decode import decode
+
+    template, _ = decode(str(ROOT / "template.yaml"))
+    assert template["Parameters"]["AlarmEmail"]["AllowedPattern"] == f"^({deploy.EMAIL.pattern})?$"
 
 
 def test_no_alarm_email_leaves_the_parameter_to_samconfig(monkeypatch) -> None:

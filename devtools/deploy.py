@@ -156,6 +156,9 @@ def retained_note(env: str) -> str:
         f"  - the event table (DeletionPolicy: Retain; it holds events senders were told are safe):\n"
         f"      aws dynamodb list-tables --query \"TableNames[?starts_with(@, '{stack}-EventTable')]\"\n"
         f"      aws dynamodb delete-table --table-name <that name>\n"
+        f"  - the API Gateway logs role (SetApiGatewayLogsRole=true), which this region's API Gateway\n"
+        f"    settings name for every API's logs:\n"
+        f"      aws iam list-roles --query \"Roles[?starts_with(RoleName, '{stack}-ApiGatewayLogsRole')].RoleName\"\n"
         f"  - the SecureStrings, which the stack never owned:\n"
         f"      aws ssm delete-parameters --names /{stack}/access-key /{stack}/shared-secret /{stack}/write-keys"
     )

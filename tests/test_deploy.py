@@ -135,6 +135,7 @@ def test_make_delete_and_logs_dry_run() -> None:
     assert delete.returncode == 0, delete.stderr
     assert "event table (DeletionPolicy: Retain" in delete.stdout
     assert "/gainsight-destination-dev/access-key" in delete.stdout
+    assert "starts_with(RoleName, 'gainsight-destination-dev-ApiGatewayLogsRole')" in delete.stdout
     assert delete.stdout.strip().endswith("delete --config-env dev")
     logs = _make("logs", "ENV=prod", "TAIL=1", "DRY_RUN=1")
     assert logs.returncode == 0, logs.stderr

@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 # Named after the Python it was made with: a venv made with another one is made again.
 STAMP := $(VENV)/.installed-py3.13
+# checkov pins an old boto3 that conflicts with the runtime's pin: it has a venv of its own.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-py3.13
 # The Lambda runtime's Python (3.13): python3.13 on PATH if it runs, else pyenv's newest 3.13.x.
 # (A pyenv shim for a version that is not active is on PATH but fails, so each candidate is run.)
 PYTHON ?= $(shell for p in python3.13 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13.*/bin/python3.13 2>/dev/null | sort -rV); do \
@@ -26,6 +29,13 @@ $(STAMP): requirements.txt handler/requirements.txt requirements-dev.txt
 	$(PY) -m pip install -qq -r requirements-dev.txt
 	touch $@
 
+$(CHECKOV_STAMP): requirements-checkov.txt
+	@$(MAKE) -s python >/dev/null
+	$(PYTHON) -m venv --clear $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -qq --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install -qq -r requirements-checkov.txt
+	touch $@
+
 run: $(STAMP)
 	VERBOSE=$(VERBOSE) $(PY) -m devtools.run
 
@@ -45,9 +55,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-template: $(STAMP)
+# checkov fails on any finding; a check that does not apply is skipped in template.yaml with its reason.
+# --skip-download: nothing is fetched from Prisma Cloud (no network in tests).
+template: $(STAMP) $(CHECKOV_STAMP)
 	$(BIN)/cfn-lint template.yaml
 	$(BIN)/sam validate --lint --template template.yaml --region us-east-1
+	$(CHECKOV_VENV)/bin/checkov --file template.yaml --framework cloudformation --quiet --compact --skip-download
 
 pytest: $(STAMP)
 	$(BIN)/pytest
@@ -75,4 +88,4 @@ logs: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m devtools.deploy logs --env $(ENV) $(if $(TAIL),--tail) $(if $(DRY_RUN),--dry-run)
 
 clean:
-	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

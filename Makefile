@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 # Named after the Python it was made with: a venv made with another one is made again.
 STAMP := $(VENV)/.installed-py3.13
+# checkov pins an old boto3 that conflicts with the runtime's pin: it has a venv of its own.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-py3.13
 # The Lambda runtime's Python (3.13): python3.13 on PATH if it runs, else pyenv's newest 3.13.x.
 # (A pyenv shim for a version that is not active is on PATH but fails, so each candidate is run.)
 PYTHON ?= $(shell for p in python3.13 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13.*/bin/python3.13 2>/dev/null | sort -rV); do \
@@ -33,6 +36,13 @@ $(STAMP): requirements.txt handler/requirements.txt requirements-dev.txt
 	touch $@
 	@echo "$(VENV) ready."
 
+$(CHECKOV_STAMP): requirements-checkov.txt
+	@$(MAKE) -s python >/dev/null
+	$(PYTHON) -m venv --clear $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -qq --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install -qq -r requirements-checkov.txt
+	touch $@
+
 run: $(STAMP) ## the main job on local defaults: events/*.json through the handler against the sandbox and moto
 	VERBOSE=$(VERBOSE) $(PY) -m devtools.run
 
@@ -52,9 +62,12 @@ lint: $(STAMP) ## ruff check and ruff format --check
 typecheck: $(STAMP) ## mypy on handler/ and devtools/
 	$(BIN)/mypy
 
-template: $(STAMP) ## cfn-lint and sam validate --lint on template.yaml
+# checkov fails on any finding; a check that does not apply is skipped in template.yaml with its reason.
+# --skip-download: nothing is fetched from Prisma Cloud (no network in tests).
+template: $(STAMP) $(CHECKOV_STAMP) ## cfn-lint, sam validate --lint and checkov on template.yaml
 	$(BIN)/cfn-lint template.yaml
 	$(BIN)/sam validate --lint --template template.yaml --region us-east-1
+	$(CHECKOV_VENV)/bin/checkov --file template.yaml --framework cloudformation --quiet --compact --skip-download
 
 pytest: $(STAMP) ## every test (loopback only)
 	$(BIN)/pytest
@@ -70,9 +83,9 @@ loadtest: $(STAMP) ## sustained load at 0.5x-5x the quota (minutes); rewrites do
 build: $(STAMP) ## sam build with the venv's Python 3.13
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/sam build --template template.yaml
 
-# make deploy ENV=dev|prod [CONFIG=config/destination.json] [ALLOWED_HOSTS=cs.acme.example] [DRY_RUN=1]
+# make deploy ENV=dev|prod [CONFIG=config/destination.json] [ALLOWED_HOSTS=cs.acme.example] [ALARM_EMAIL=ops@example.com] [DRY_RUN=1]
 deploy: $(STAMP) $(if $(DRY_RUN),,build) ## deploy ENV=dev|prod with config/destination.json (DRY_RUN=1 prints the commands)
-	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m devtools.deploy deploy --env $(ENV) $(if $(CONFIG),--config $(CONFIG)) $(if $(ALLOWED_HOSTS),--allowed-hosts $(ALLOWED_HOSTS)) $(if $(DRY_RUN),--dry-run)
+	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m devtools.deploy deploy --env $(ENV) $(if $(CONFIG),--config $(CONFIG)) $(if $(ALLOWED_HOSTS),--allowed-hosts $(ALLOWED_HOSTS)) $(if $(ALARM_EMAIL),--alarm-email $(ALARM_EMAIL)) $(if $(DRY_RUN),--dry-run)
 
 delete: $(STAMP) ## delete ENV's stack; says what it keeps (DRY_RUN=1 prints the commands)
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m devtools.deploy delete --env $(ENV) $(if $(DRY_RUN),--dry-run)
@@ -81,5 +94,5 @@ delete: $(STAMP) ## delete ENV's stack; says what it keeps (DRY_RUN=1 prints the
 logs: $(STAMP) ## both functions' recent logs of ENV's stack (TAIL=1 follows them)
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m devtools.deploy logs --env $(ENV) $(if $(TAIL),--tail) $(if $(DRY_RUN),--dry-run)
 
-clean: ## remove .venv and the build and tool caches
-	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+clean: ## remove the venvs and the build and tool caches
+	rm -rf $(VENV) $(CHECKOV_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,7 @@
 """`make deploy`, `make delete`, `make logs`: the SAM CLI for one environment of samconfig.toml.
 
     python -m devtools.deploy deploy --env dev [--config config/destination.json] [--dry-run]
+                                     [--alarm-email ops@example.com] [--allowed-hosts cs.acme.example]
     python -m devtools.deploy delete --env prod [--dry-run]
     python -m devtools.deploy logs --env dev [--tail] [--dry-run]
 
@@ -32,6 +33,8 @@ SAMCONFIG = ROOT / "samconfig.toml"
 FUNCTIONS = ("DestinationFunction", "DrainFunction")
 # A CloudFormation parameter value holds at most 4,096 bytes; so does a standard SSM String.
 MAX_CONFIG_BYTES = 4096
+# The template's AlarmEmail pattern, checked here so that a typo fails before the build and upload.
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 
 
 class DeployError(Exception):
@@ -114,12 +117,20 @@ def _parameter_overrides(env: str) -> list[str]:
     return [str(item) for item in items]
 
 
-def deploy_command(env: str, config: Path, *, allowed_hosts: str = "") -> list[str]:
-    """The `sam deploy` argv for `env` with the destination config in `config`."""
+def deploy_command(env: str, config: Path, *, allowed_hosts: str = "", alarm_email: str = "") -> list[str]:
+    """The `sam deploy` argv for `env` with the destination config in `config`.
+
+    Raises:
+        DeployError: the config is refused, or `alarm_email` is not one email address.
+    """
     destination = read_destination_config(config, allowed_hosts=allowed_hosts)
     overrides = [*_parameter_overrides(env), sam_parameter("DestinationConfig", destination)]
     if allowed_hosts:
         overrides.append(sam_parameter("GainsightAllowedHosts", allowed_hosts))
+    if alarm_email:
+        if not EMAIL.fullmatch(alarm_email):
+            raise DeployError(f"ALARM_EMAIL={alarm_email!r} is not one email address (name@example.com)")
+        overrides.append(sam_parameter("AlarmEmail", alarm_email))
     return [_sam(), "deploy", "--config-env", env, "--parameter-overrides", *overrides]
 
 
@@ -145,6 +156,9 @@ def retained_note(env: str) -> str:
         f"  - the event table (DeletionPolicy: Retain; it holds events senders were told are safe):\n"
         f"      aws dynamodb list-tables --query \"TableNames[?starts_with(@, '{stack}-EventTable')]\"\n"
         f"      aws dynamodb delete-table --table-name <that name>\n"
+        f"  - the API Gateway logs role (SetApiGatewayLogsRole=true), which this region's API Gateway\n"
+        f"    settings name for every API's logs:\n"
+        f"      aws iam list-roles --query \"Roles[?starts_with(RoleName, '{stack}-ApiGatewayLogsRole')].RoleName\"\n"
         f"  - the SecureStrings, which the stack never owned:\n"
         f"      aws ssm delete-parameters --names /{stack}/access-key /{stack}/shared-secret /{stack}/write-keys"
     )
@@ -158,12 +172,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--allowed-hosts", default="", help="GainsightAllowedHosts: custom Gainsight domains, comma-separated (deploy)"
     )
+    parser.add_argument(
+        "--alarm-email", default="", help="AlarmEmail: the address told of every alarm and its recovery (deploy)"
+    )
     parser.add_argument("--tail", action="store_true", help="keep following new log lines (logs)")
     parser.add_argument("--dry-run", action="store_true", help="print the sam command instead of running it")
     args = parser.parse_args(argv)
     try:
         if args.action == "deploy":
-            command = deploy_command(args.env, args.config, allowed_hosts=args.allowed_hosts)
+            command = deploy_command(
+                args.env, args.config, allowed_hosts=args.allowed_hosts, alarm_email=args.alarm_email
+            )
             print(f"{args.config}: valid destination config for stack {stack_name(args.env)}")
         elif args.action == "delete":
             command = delete_command(args.env)

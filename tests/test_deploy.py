@@ -135,6 +135,7 @@ def test_make_delete_and_logs_dry_run() -> None:
     assert delete.returncode == 0, delete.stderr
     assert "event table (DeletionPolicy: Retain" in delete.stdout
     assert "/gainsight-destination-dev/access-key" in delete.stdout
+    assert "starts_with(RoleName, 'gainsight-destination-dev-ApiGatewayLogsRole')" in delete.stdout
     assert delete.stdout.strip().endswith("delete --config-env dev")
     logs = _make("logs", "ENV=prod", "TAIL=1", "DRY_RUN=1")
     assert logs.returncode == 0, logs.stderr
@@ -151,3 +152,46 @@ def test_the_sam_commands_accept_these_flags() -> None:
     logs = logs_cli.make_context("logs", deploy.logs_command("prod", tail=True)[2:])
     assert set(logs.params["name"]) == {"DestinationFunction", "DrainFunction"}
     assert logs.params["tail"] is True
+
+
+def test_make_deploy_alarm_email_reaches_the_stack_parameter(tmp_path) -> None:
+    # Given the user's config and an address for the alarms
+    config = tmp_path / "destination.json"
+    config.write_text(EXAMPLE.read_text())
+    # When `make deploy ALARM_EMAIL=... DRY_RUN=1` runs
+    result = _make("deploy", "ENV=dev", "DRY_RUN=1", f"CONFIG={config}", "ALARM_EMAIL=on-call+gs@example.com")
+    # Then sam deploy gets AlarmEmail, and the destination config beside it
+    assert result.returncode == 0, result.stderr
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("would run: ")]
+    overrides = _sam_reads(shlex.split(line.removeprefix("would run: ")))
+    assert overrides["AlarmEmail"] == "on-call+gs@example.com"
+    assert json.loads(overrides["DestinationConfig"]) == json.loads(EXAMPLE.read_text())
+    # and `make -n` shows the same option without running anything
+    shown = _make("-n", "deploy", "ENV=dev", "DRY_RUN=1", "ALARM_EMAIL=on-call+gs@example.com")
+    assert shown.returncode == 0, shown.stderr
+    assert "--alarm-email on-call+gs@example.com" in shown.stdout
+
+
+@pytest.mark.parametrize("address", ["ops", "ops@example.com,dev@example.com", "ops @example.com"])
+def test_an_alarm_email_that_is_not_one_address_is_refused_before_sam_runs(capsys, monkeypatch, address) -> None:
+    monkeypatch.chdir(ROOT)
+    code = deploy.main(["deploy", "--config", str(EXAMPLE), "--alarm-email", address])
+    assert code == 2
+    assert "is not one email address" in capsys.readouterr().err
+    # The check is the template's own AllowedPattern, which CloudFormation would apply after the upload.
+    from cfnlint.decode import decode
+
+    template, _ = decode(str(ROOT / "template.yaml"))
+    assert template["Parameters"]["AlarmEmail"]["AllowedPattern"] == f"^({deploy.EMAIL.pattern})?$"
+
+
+def test_no_alarm_email_leaves_the_parameter_to_samconfig(monkeypatch) -> None:
+    # An address kept in samconfig.toml's overrides still applies when make is given none.
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(
+        deploy, "_samconfig", lambda env, command: {"parameter_overrides": ["AlarmEmail=a@example.com"]}
+    )
+    assert _sam_reads(deploy.deploy_command("dev", EXAMPLE))["AlarmEmail"] == "a@example.com"
+    assert (
+        _sam_reads(deploy.deploy_command("dev", EXAMPLE, alarm_email="b@example.com"))["AlarmEmail"] == "b@example.com"
+    )

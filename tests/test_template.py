@@ -4,6 +4,7 @@ routes are the handler's, and the function may only read its own parameters."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +77,13 @@ def test_routes_are_the_handlers_routes(function) -> None:
         assert f'@router.{method}("{path.replace("{", "<").replace("}", ">")}")' in source
 
 
-def _grants(function: dict[str, Any]) -> dict[str, tuple[set[str], list[Any]]]:
-    statements = [s for policy in function["Policies"] for s in policy["Statement"]]
+def _grants(
+    function: dict[str, Any], resolve: Callable[[Any], Any] | None = None
+) -> dict[str, tuple[set[str], list[Any]]]:
+    """Each statement's actions and resources by Sid: the unconditional policies, or every policy
+    as `resolve` (CloudFormation's conditions for given parameters) leaves them."""
+    policies = resolve(function["Policies"]) if resolve else [p for p in function["Policies"] if "Statement" in p]
+    statements = [s for policy in policies for s in policy["Statement"]]
     return {
         s["Sid"]: ({s["Action"]} if isinstance(s["Action"], str) else set(s["Action"]), _list(s["Resource"]))
         for s in statements
@@ -315,3 +321,186 @@ def test_each_function_may_read_exactly_the_parameters_it_is_told_to_read(templa
         for resource in resources:
             if isinstance(resource.get("Fn::Sub"), list):
                 assert resource["Fn::Sub"][0].endswith(":parameter${Name}")
+
+
+# -- alarms reach a person -----------------------------------------------------------------------
+
+
+def _resolve(value: Any, parameters: dict[str, str], conditions: dict[str, Any]) -> Any:
+    """`value` as CloudFormation resolves it for these parameter values: Fn::If, Ref to a
+    parameter, Fn::Not, Fn::Equals; AWS::NoValue drops the list item or the property."""
+    if isinstance(value, list):
+        items = [_resolve(item, parameters, conditions) for item in value]
+        return [item for item in items if item is not NO_VALUE]
+    if not isinstance(value, dict):
+        return value
+    [(function, argument)] = value.items() if len(value) == 1 else [("", None)]
+    if function == "Fn::If":
+        name, then, otherwise = argument
+        chosen = then if _resolve(conditions[name], parameters, conditions) else otherwise
+        return _resolve(chosen, parameters, conditions)
+    if function == "Fn::Not":
+        return not _resolve(argument[0], parameters, conditions)
+    if function == "Fn::Equals":
+        left, right = (_resolve(side, parameters, conditions) for side in argument)
+        return left == right
+    if function == "Ref" and argument == "AWS::NoValue":
+        return NO_VALUE
+    if function == "Ref" and argument in parameters:
+        return parameters[argument]
+    if function.startswith("Fn::") or function == "Ref":
+        return value
+    resolved = {key: _resolve(item, parameters, conditions) for key, item in value.items()}
+    return {key: item for key, item in resolved.items() if item is not NO_VALUE}
+
+
+NO_VALUE = object()
+EMAIL_TOPIC = {"Ref": "AlarmEmailTopic"}
+PAGER = "arn:aws:sns:us-east-1:123456789012:pager"
+
+
+@pytest.mark.parametrize(
+    ("email", "topic_arn", "notified"),
+    [
+        ("", "", []),
+        ("ops@example.com", "", [EMAIL_TOPIC]),
+        ("", PAGER, [PAGER]),
+        ("ops@example.com", PAGER, [EMAIL_TOPIC, PAGER]),
+    ],
+)
+def test_every_alarm_and_its_recovery_notify_the_email_and_the_existing_topic(
+    template, email, topic_arn, notified
+) -> None:
+    # Given the stack deployed with AlarmEmail and AlarmTopicArn set (or not)
+    parameters = {"AlarmEmail": email, "AlarmTopicArn": topic_arn}
+    conditions = template["Conditions"]
+    resources = template["Resources"]
+    # Then the email topic exists exactly when an address is given, with that address subscribed
+    topic = resources["AlarmEmailTopic"]
+    assert _resolve(conditions[topic["Condition"]], parameters, conditions) is bool(email)
+    assert topic["Properties"]["Subscription"] == [{"Protocol": "email", "Endpoint": {"Ref": "AlarmEmail"}}]
+    # and every alarm tells both of going into ALARM and of coming back to OK
+    alarms = {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert len(alarms) >= 8
+    for name, alarm in alarms.items():
+        for actions in ("AlarmActions", "OKActions"):
+            assert _resolve(alarm[actions], parameters, conditions) == notified, (name, actions)
+
+
+def test_the_alarm_email_parameter_takes_one_address_or_none(template) -> None:
+    import re
+
+    parameter = template["Parameters"]["AlarmEmail"]
+    assert parameter["Default"] == ""
+    pattern = re.compile(parameter["AllowedPattern"])
+    assert all(pattern.fullmatch(value) for value in ("", "ops@example.com", "on-call+gainsight@acme.co.uk"))
+    assert not any(pattern.fullmatch(value) for value in ("ops", "ops@example.com, dev@example.com", "a@b@c"))
+
+
+# -- what a scanner asks of the template ---------------------------------------------------------
+
+KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def test_the_api_logs_each_request_as_json_without_secrets_or_payloads(template) -> None:
+    # Given the stage's access log setting
+    api = template["Resources"]["Api"]["Properties"]
+    setting = api["AccessLogSetting"]
+    # Then it writes to the stack's access log group, kept as long as the functions' logs
+    assert setting["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogGroup", "Arn"]}
+    group = template["Resources"]["ApiAccessLogGroup"]["Properties"]
+    assert group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    # and each line is one JSON object (what API Gateway writes with its $context values filled in)
+    fields = json.loads(setting["Format"])
+    assert "\n" not in setting["Format"]
+    assert {"requestId", "status", "path", "method", "error"} <= set(fields)
+    assert all(value.startswith("$context.") for value in fields.values())
+    # and nothing in it carries a write key, a header or what the sender sent
+    variables = " ".join(fields.values()).lower()
+    for secret in ("authorization", "authorizer", "apikey", "api-key", "header", "body", "$input", "$stagevariables"):
+        assert secret not in variables, secret
+
+
+@pytest.mark.parametrize("key", ["", KEY])
+def test_the_event_table_and_every_log_group_use_the_customers_key_when_given(template, key) -> None:
+    # Given the stack deployed with KmsKeyArn set (or not)
+    parameters = {"KmsKeyArn": key}
+    conditions = template["Conditions"]
+    resources = template["Resources"]
+
+    def resolve(value: Any) -> Any:
+        return _resolve(value, parameters, conditions)
+
+    # Then the event table is encrypted with that key (else with DynamoDB's AWS-managed key)
+    sse = resolve(resources["EventTable"]["Properties"]["SSESpecification"])
+    assert sse == ({"SSEEnabled": True, "SSEType": "KMS", "KMSMasterKeyId": key} if key else {"SSEEnabled": True})
+    # and so is every log group, each kept for LogRetentionDays
+    groups = {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::Logs::LogGroup"}
+    assert set(groups) == {"DestinationFunctionLogGroup", "DrainFunctionLogGroup", "ApiAccessLogGroup"}
+    for name, group in groups.items():
+        assert group["RetentionInDays"] == {"Ref": "LogRetentionDays"}, name
+        assert resolve(group).get("KmsKeyId") == (key or None), name
+    # and each function may use the key through DynamoDB only, and only when there is one
+    for function in ("DestinationFunction", "DrainFunction"):
+        grants = _grants(resources[function]["Properties"], resolve)
+        assert ("EventStoreKey" in grants) is bool(key), function
+        if key:
+            actions, [resource] = grants["EventStoreKey"]
+            assert actions == {"kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey*"}
+            assert resource == key
+            [statement] = [
+                s for p in resolve(resources[function]["Properties"]["Policies"]) for s in p["Statement"]
+                if s["Sid"] == "EventStoreKey"
+            ]  # fmt: skip
+            assert statement["Condition"] == {
+                "StringEquals": {"kms:ViaService": {"Fn::Sub": "dynamodb.${AWS::Region}.amazonaws.com"}}
+            }
+
+
+def test_the_kms_key_parameter_takes_a_key_arn_or_nothing(template) -> None:
+    import re
+
+    parameter = template["Parameters"]["KmsKeyArn"]
+    assert parameter["Default"] == ""
+    pattern = re.compile(parameter["AllowedPattern"])
+    assert pattern.fullmatch("") and pattern.fullmatch(KEY)
+    # A log group takes a key ARN only: an alias or a bare key id would fail mid-deploy.
+    assert not pattern.fullmatch("alias/gainsight")
+    assert not pattern.fullmatch("arn:aws:kms:eu-west-1:123456789012:alias/gainsight")
+    assert not pattern.fullmatch("1234abcd-12ab-34cd-56ef-1234567890ab")
+
+
+@pytest.mark.parametrize("sets_role", ["true", "false"])
+def test_the_api_stage_waits_for_the_regions_logs_role_when_the_stack_sets_it(template, sets_role) -> None:
+    # API Gateway refuses a stage with access logs until the region's settings name a logs role.
+    resources = template["Resources"]
+    conditions = template["Conditions"]
+    parameters = {"SetApiGatewayLogsRole": sets_role}
+    assert template["Parameters"]["SetApiGatewayLogsRole"]["Default"] == "true"
+    for name in ("ApiGatewayLogsRole", "ApiGatewayAccount"):
+        assert _resolve(conditions[resources[name]["Condition"]], parameters, conditions) is (sets_role == "true")
+        # kept when the stack goes: other APIs in the region log through the same setting
+        assert (resources[name]["DeletionPolicy"], resources[name]["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    assert resources["ApiGatewayAccount"]["Properties"]["CloudWatchRoleArn"] == {
+        "Fn::GetAtt": ["ApiGatewayLogsRole", "Arn"]
+    }
+    # The Api depends on a handle that refers to the account setting exactly when it is created.
+    handle = resources[resources["Api"]["DependsOn"]]
+    assert "Condition" not in handle
+    after = _resolve(handle["Metadata"]["After"], parameters, conditions)
+    assert (after == {"Ref": "ApiGatewayAccount"}) is (sets_role == "true")
+
+
+def test_every_check_the_template_skips_says_why(template) -> None:
+    # Given checkov's skips, kept in the resources they apply to
+    skips = {
+        (name, skip["id"]): skip.get("comment", "")
+        for name, resource in template["Resources"].items()
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", [])
+    }
+    # Then each has a one-line reason, and the two that apply are fixed, never skipped
+    assert skips
+    for (name, check), reason in skips.items():
+        assert reason.strip() and "\n" not in reason.strip(), (name, check)
+    skipped = {check for _, check in skips}
+    assert not skipped & {"CKV_AWS_76", "CKV_AWS_119", "CKV_AWS_158"}  # access logs, table key, log group key

@@ -12,7 +12,7 @@ PYTHON ?= $(shell for p in python3.13 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/ver
 ENV ?= dev
 DRY_RUN ?=
 
-.PHONY: run serve local-stack test lint typecheck template pytest bench loadtest build deploy delete logs clean python
+.PHONY: run serve local-stack test lint typecheck template pytest bench loadtest build deploy delete logs clean python doctor deploy-doctor
 
 # The interpreter the venv is made with; fails when there is none.
 python:
@@ -63,8 +63,20 @@ loadtest: $(STAMP)
 build: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/sam build --template template.yaml
 
-# make deploy ENV=dev|prod [CONFIG=config/destination.json] [ALLOWED_HOSTS=cs.acme.example] [DRY_RUN=1]
-deploy: $(STAMP) $(if $(DRY_RUN),,build)
+# The operator tools (doctor, smoke, events) work on ENV's deployed stack, or with LOCAL=1 on make local-stack.
+OPERATE = --env $(ENV) $(if $(LOCAL),--local)
+DOCTOR_ARGS = $(OPERATE) $(if $(CONFIG),--config $(CONFIG)) $(if $(ALLOWED_HOSTS),--allowed-hosts $(ALLOWED_HOSTS)) $(if $(ALARM_EMAIL),--alarm-email $(ALARM_EMAIL))
+
+## Check everything a deploy needs (credentials, region, config, SecureStrings, Gainsight, the stack): make doctor ENV=dev [LOCAL=1]
+doctor: $(STAMP)
+	$(PY) -m devtools.doctor $(DOCTOR_ARGS)
+
+# make deploy's first step (SKIP_DOCTOR=1 skips it; a dry run checks only the config).
+deploy-doctor: $(STAMP)
+	$(if $(SKIP_DOCTOR),@echo "doctor skipped (SKIP_DOCTOR=1)",$(PY) -m devtools.doctor $(DOCTOR_ARGS) $(if $(DRY_RUN),--offline))
+
+# make deploy ENV=dev|prod [CONFIG=config/destination.json] [ALLOWED_HOSTS=cs.acme.example] [DRY_RUN=1] [SKIP_DOCTOR=1]
+deploy: $(STAMP) deploy-doctor $(if $(DRY_RUN),,build)
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m devtools.deploy deploy --env $(ENV) $(if $(CONFIG),--config $(CONFIG)) $(if $(ALLOWED_HOSTS),--allowed-hosts $(ALLOWED_HOSTS)) $(if $(DRY_RUN),--dry-run)
 
 delete: $(STAMP)

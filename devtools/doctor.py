@@ -420,18 +420,21 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse(argv: Sequence[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m devtools.doctor", description=__doc__.splitlines()[0])
     add_arguments(parser)
     parser.add_argument(
-        "--config", type=Path, default=None, help="destination config JSON (default: config/destination.json)"
+        "--config", type=Path, default=None, help="destination config (default: config/destination.json)"
     )
     parser.add_argument("--allowed-hosts", default="", help="GainsightAllowedHosts, as make deploy passes it")
     parser.add_argument("--alarm-email", default="", help="AlarmEmail, as make deploy passes it")
     parser.add_argument("--offline", action="store_true", help="only the config (make deploy DRY_RUN=1)")
     args = parser.parse_args(argv)
-    options = Options(args.env, local_of(args), args.config, args.allowed_hosts, args.alarm_email, args.offline)
-    return run(options, lambda line: print(line, flush=True))
+    return Options(args.env, local_of(args), args.config, args.allowed_hosts, args.alarm_email, args.offline)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(parse(argv), lambda line: print(line, flush=True))
 
 
 if __name__ == "__main__":

@@ -82,12 +82,13 @@ def aws_for(local: LocalStack | None) -> Iterator[None]:
 
 
 def client(service: str) -> Any:
-    """A boto3 client with a short timeout and few retries: an operator waits for an answer."""
+    """A boto3 client with a short timeout and few retries: an operator waits for an answer. From a
+    session of its own: the environment as it is now (LOCAL=1's), not as boto3 first found it."""
     import boto3
     from botocore.config import Config
 
     config = Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2})
-    return boto3.client(service, config=config)  # type: ignore[call-overload]
+    return boto3.session.Session().client(service, config=config)  # type: ignore[call-overload]
 
 
 def deployed(env: str, local: LocalStack | None) -> Deployed:

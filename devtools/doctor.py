@@ -141,12 +141,8 @@ def check_aws(options: Options, found: Findings) -> Line:
     import boto3
 
     try:
-        region = boto3.session.Session().region_name
-        if not region:
-            from botocore.exceptions import NoRegionError
-
-            raise NoRegionError()
         identity = client("sts").get_caller_identity()
+        region = boto3.session.Session().region_name
     except Exception as error:
         return Line("fail", aws_sentence(error, "AWS", local=options.local))
     found.aws = True

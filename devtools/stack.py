@@ -87,8 +87,14 @@ def client(service: str) -> Any:
     import boto3
     from botocore.config import Config
 
+    session = boto3.session.Session()
+    if not session.region_name:
+        # Said now: botocore would otherwise probe the EC2 metadata service for one, and wait.
+        from botocore.exceptions import NoRegionError
+
+        raise NoRegionError()
     config = Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2})
-    return boto3.session.Session().client(service, config=config)  # type: ignore[call-overload]
+    return session.client(service, config=config)  # type: ignore[call-overload]
 
 
 def deployed(env: str, local: LocalStack | None) -> Deployed:

@@ -3,18 +3,22 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from devtools.local import DEMO_WRITE_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 FREE_PORTS = ("--moto-port", "0", "--sandbox-port", "0", "--api-port", "0")
@@ -51,6 +55,20 @@ class RunningStack:
         request = urllib.request.Request(f"http://127.0.0.1:{self.sandbox_port}{path}", data=data)
         with urllib.request.urlopen(request, timeout=5) as answer:
             return json.loads(answer.read())
+
+    def post(self, path: str, body: Any, *, write_key: str = DEMO_WRITE_KEY) -> tuple[int, Any]:
+        """A sender's POST to the local API: its status and JSON answer."""
+        auth = base64.b64encode(f"{write_key}:".encode()).decode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.api_port}{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Basic {auth}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return answer.status, json.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
 
     @contextmanager
     def parameters_restored(self) -> Iterator[None]:

@@ -12,7 +12,7 @@ PYTHON ?= $(shell for p in python3.13 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/ver
 ENV ?= dev
 DRY_RUN ?=
 
-.PHONY: run serve local-stack test lint typecheck template pytest bench loadtest build deploy delete logs clean python doctor deploy-doctor events
+.PHONY: run serve local-stack test lint typecheck template pytest bench loadtest build deploy delete logs clean python doctor deploy-doctor smoke events
 
 # The interpreter the venv is made with; fails when there is none.
 python:
@@ -74,6 +74,10 @@ doctor: $(STAMP)
 # make deploy's first step (SKIP_DOCTOR=1 skips it; a dry run checks only the config).
 deploy-doctor: $(STAMP)
 	$(if $(SKIP_DOCTOR),@echo "doctor skipped (SKIP_DOCTOR=1)",$(PY) -m devtools.doctor $(DOCTOR_ARGS) $(if $(DRY_RUN),--offline))
+
+## Send one identify (and one mapped track) through the deployed API and report each outcome: make smoke ENV=dev [LOCAL=1]
+smoke: $(STAMP)
+	$(PY) -m devtools.smoke $(OPERATE) $(if $(EMAIL),--email $(EMAIL))
 
 ## Find an event's fate, or list parked/rejected ones: make events ENV=dev ID=<messageId> | STATE=parked|rejected [CODE=] [SINCE=] [SHOW=1]
 events: $(STAMP)

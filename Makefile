@@ -15,7 +15,7 @@ PYTHON ?= $(shell for p in python3.13 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/ver
 ENV ?= dev
 DRY_RUN ?=
 
-.PHONY: help run serve local-stack test lint typecheck template pytest bench loadtest build deploy delete logs clean python
+.PHONY: help run serve local-stack test lint typecheck template pytest bench loadtest build deploy delete logs clean python doctor deploy-doctor smoke events
 .DEFAULT_GOAL := help
 
 # Each target's `## ` comment is its line in `make help` (tests/test_make_help.py: none without).
@@ -83,8 +83,24 @@ loadtest: $(STAMP) ## sustained load at 0.5x-5x the quota (minutes); rewrites do
 build: $(STAMP) ## sam build with the venv's Python 3.13
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/sam build --template template.yaml
 
-# make deploy ENV=dev|prod [CONFIG=config/destination.json] [ALLOWED_HOSTS=cs.acme.example] [ALARM_EMAIL=ops@example.com] [DRY_RUN=1]
-deploy: $(STAMP) $(if $(DRY_RUN),,build) ## deploy ENV=dev|prod with config/destination.json (DRY_RUN=1 prints the commands)
+# The operator tools (doctor, smoke, events) work on ENV's deployed stack, or with LOCAL=1 on make local-stack.
+OPERATE = --env $(ENV) $(if $(LOCAL),--local)
+DOCTOR_ARGS = $(OPERATE) $(if $(CONFIG),--config $(CONFIG)) $(if $(ALLOWED_HOSTS),--allowed-hosts $(ALLOWED_HOSTS)) $(if $(ALARM_EMAIL),--alarm-email $(ALARM_EMAIL))
+
+doctor: $(STAMP) ## check everything a deploy needs (credentials, region, config, SecureStrings, Gainsight, the stack); LOCAL=1: make local-stack
+	$(PY) -m devtools.doctor $(DOCTOR_ARGS)
+
+deploy-doctor: $(STAMP) ## make deploy's first step (SKIP_DOCTOR=1 skips it; a dry run checks only the config)
+	$(if $(SKIP_DOCTOR),@echo "doctor skipped (SKIP_DOCTOR=1)",$(PY) -m devtools.doctor $(DOCTOR_ARGS) $(if $(DRY_RUN),--offline))
+
+smoke: $(STAMP) ## send one identify (and one mapped track) through ENV's API and report each outcome; LOCAL=1 too
+	$(PY) -m devtools.smoke $(OPERATE) $(if $(EMAIL),--email $(EMAIL))
+
+events: $(STAMP) ## an event's fate (ID=<messageId>), or the parked/rejected ones (STATE=, CODE=, SINCE=, SHOW=1)
+	$(PY) -m devtools.events $(OPERATE) $(if $(ID),--id '$(ID)') $(if $(STATE),--state $(STATE)) $(if $(CODE),--code $(CODE)) $(if $(SINCE),--since $(SINCE)) $(if $(BEFORE),--before $(BEFORE)) $(if $(LIMIT),--limit $(LIMIT)) $(if $(SHOW),--show)
+
+# make deploy ENV=dev|prod [CONFIG=config/destination.json] [ALLOWED_HOSTS=cs.acme.example] [ALARM_EMAIL=ops@example.com] [DRY_RUN=1] [SKIP_DOCTOR=1]
+deploy: $(STAMP) deploy-doctor $(if $(DRY_RUN),,build) ## deploy ENV=dev|prod with config/destination.json (DRY_RUN=1 prints the commands)
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m devtools.deploy deploy --env $(ENV) $(if $(CONFIG),--config $(CONFIG)) $(if $(ALLOWED_HOSTS),--allowed-hosts $(ALLOWED_HOSTS)) $(if $(ALARM_EMAIL),--alarm-email $(ALARM_EMAIL)) $(if $(DRY_RUN),--dry-run)
 
 delete: $(STAMP) ## delete ENV's stack; says what it keeps (DRY_RUN=1 prints the commands)

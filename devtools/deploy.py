@@ -22,8 +22,9 @@ import shutil
 import subprocess
 import sys
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from devtools.local import ROOT, use_handler_path
 
@@ -35,6 +36,12 @@ FUNCTIONS = ("DestinationFunction", "DrainFunction")
 MAX_CONFIG_BYTES = 4096
 # The template's AlarmEmail pattern, checked here so that a typo fails before the build and upload.
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+# The SecureStrings the stack reads: (what it holds, the template parameter naming it, its default name's tail).
+SECURE_STRINGS = (
+    ("access_key", "AccessKeyParamName", "access-key"),
+    ("write_keys", "WriteKeysParamName", "write-keys"),
+    ("shared_secret", "SharedSecretParamName", "shared-secret"),
+)
 
 
 class DeployError(Exception):
@@ -115,6 +122,54 @@ def _parameter_overrides(env: str) -> list[str]:
     if any(str(item).lstrip().startswith("DestinationConfig=") for item in items):
         raise DeployError("samconfig.toml: DestinationConfig goes in config/destination.json, not parameter_overrides")
     return [str(item) for item in items]
+
+
+def template_parameters(env: str) -> dict[str, str]:
+    """The template parameters samconfig.toml's parameter_overrides set for `env`, by name."""
+    found = {}
+    for item in _parameter_overrides(env):
+        for word in shlex.split(item):  # one item may hold several, as `Key=value Key2="v 2"`
+            key, sep, value = word.partition("=")
+            if sep:
+                found[key] = value
+    return found
+
+
+def secure_string_names(stack: str, parameters: Mapping[str, str]) -> dict[str, str | None]:
+    """The SecureStrings the stack reads, as template.yaml names them: a parameter's value, else
+    /<stack>/...; the shared secret's None when SharedSecretParamName is `none`."""
+    names: dict[str, str | None] = {}
+    for key, parameter, default in SECURE_STRINGS:
+        value = parameters.get(parameter, "").strip()
+        names[key] = None if value == "none" and key == "shared_secret" else value or f"/{stack}/{default}"
+    return names
+
+
+def stack_outputs(cloudformation: Any, stack: str) -> dict[str, str]:
+    """The stack's outputs, by key.
+
+    Raises:
+        DeployError: the stack does not exist.
+    """
+    return {o["OutputKey"]: o["OutputValue"] for o in describe_stack(cloudformation, stack).get("Outputs", [])}
+
+
+def describe_stack(cloudformation: Any, stack: str) -> dict[str, Any]:
+    """CloudFormation's description of the stack.
+
+    Raises:
+        DeployError: the stack does not exist.
+    """
+    from botocore.exceptions import ClientError
+
+    try:
+        return dict(cloudformation.describe_stacks(StackName=stack)["Stacks"][0])
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "ValidationError" and "does not exist" in str(error):
+            raise DeployError(
+                f"the stack {stack} does not exist in this account and region: make deploy creates it"
+            ) from None
+        raise
 
 
 def deploy_command(env: str, config: Path, *, allowed_hosts: str = "", alarm_email: str = "") -> list[str]:

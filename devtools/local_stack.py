@@ -1,9 +1,12 @@
-"""`make local-stack`: what `sam local invoke --env-vars local/env.json` talks to, where Docker exists.
+"""`make local-stack`: what `sam local invoke --env-vars local/env.json` talks to, where Docker exists,
+and what `make doctor`, `make smoke` and `make events` talk to with LOCAL=1.
 
 moto (SSM seeded with the demo config and secrets, the event table) on port 5005 and the Gainsight
 sandbox on port 4010, both on 0.0.0.0 so that a Lambda container reaches them as
 host.docker.internal — every interface of this machine, so only for this explicit target; everything
-else listens on 127.0.0.1. Runs until Ctrl-C.
+else listens on 127.0.0.1. The API (the handler served as API Gateway would, devtools/serve.py) on
+127.0.0.1:3000, reading a copy of the config that names the sandbox as this machine reaches it
+(HOST_CONFIG_PARAM); no drain runs (`sam local invoke DrainFunction` is one). Runs until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -11,12 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import threading
+from contextlib import ExitStack
 from pathlib import Path
 
 from devtools.local import DEMO_WRITE_KEY, EVENT_TABLE, PARAMS, ROOT
 
 MOTO_PORT = 5005
 SANDBOX_PORT = 4010
+API_PORT = 3000
+# The destination config as this machine's API reaches the sandbox (127.0.0.1), beside the one a
+# container reads (host.docker.internal).
+HOST_CONFIG_PARAM = "/gainsight-destination/local/config-host"
 CONTAINER_HOST = "host.docker.internal"  # the machine running Docker, as a container sees it
 ENV_VARS_FILE = ROOT / "local" / "env.json"
 
@@ -75,20 +83,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="0.0.0.0", help="interface to listen on (default: every one)")
     parser.add_argument("--moto-port", type=int, default=MOTO_PORT)
     parser.add_argument("--sandbox-port", type=int, default=SANDBOX_PORT)
+    parser.add_argument("--api-port", type=int, default=API_PORT, help="the API, on 127.0.0.1")
     args = parser.parse_args(argv)
 
-    from devtools.gainsight_sandbox import Sandbox
-    from devtools.local import moto_aws, seed_parameters
+    import os
 
+    from devtools.gainsight_sandbox import Sandbox
+    from devtools.local import moto_aws, quiet_powertools, seed_parameters
+    from devtools.serve import LocalApi
+
+    if not os.environ.get("VERBOSE"):
+        quiet_powertools()
     sandbox_server = Sandbox(host=args.host, port=args.sandbox_port)
-    with sandbox_server as sandbox, moto_aws(host=args.host, port=args.moto_port) as aws:
+    with sandbox_server as sandbox, moto_aws(host=args.host, port=args.moto_port) as aws, ExitStack() as stack:
         sandbox_port = sandbox.server.server_address[1]
         moto_port = int(aws.endpoint.rsplit(":", 1)[1])
         # The config the container reads names the sandbox as the container sees it.
         seed_parameters(container_domain(sandbox_port))
+        seed_host_config(sandbox.url)
+        os.environ["DESTINATION_CONFIG_PARAM"] = HOST_CONFIG_PARAM  # for this process's API
+        stack.enter_context(api := LocalApi(args.api_port))
         print(f"moto (SSM, DynamoDB) on {args.host}:{moto_port}: the demo config, write key {DEMO_WRITE_KEY!r},")
         print(f"  the event table {EVENT_TABLE}")
         print(f"Gainsight sandbox on {args.host}:{sandbox_port}: what it received at {sandbox.url}/_sandbox/state")
+        print(f"API on {api.url} (write key {DEMO_WRITE_KEY!r}): make smoke LOCAL=1, make events LOCAL=1")
         print("Ready. In another terminal, where Docker runs (docs/local.md, Local invoke with Docker):")
         for line in invoke_lines():
             print(f"  {line}")
@@ -97,6 +115,17 @@ def main(argv: list[str] | None = None) -> None:
             threading.Event().wait()
         except KeyboardInterrupt:
             print(json.dumps(sandbox.state.snapshot()["calls"]))
+
+
+def seed_host_config(sandbox_url: str) -> None:
+    """The demo config naming the sandbox at `sandbox_url`, in HOST_CONFIG_PARAM: what the local API reads."""
+    import boto3
+
+    from devtools.local import demo_config
+
+    boto3.client("ssm").put_parameter(
+        Name=HOST_CONFIG_PARAM, Type="String", Value=json.dumps(demo_config(sandbox_url)), Overwrite=True
+    )
 
 
 def write_env_vars_file(path: Path = ENV_VARS_FILE) -> None:

@@ -116,18 +116,41 @@ def _make(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_make_deploy_dry_run_validates_and_prints_the_sam_command(tmp_path) -> None:
-    # Given the example copied as the user's config
+    # Given the example copied as the user's config, and edited as the user must
+    edited = json.loads(EXAMPLE.read_text()) | {"tenantId": "t-123", "domain": "initech.gainsightcloud.com"}
     config = tmp_path / "destination.json"
-    config.write_text(EXAMPLE.read_text())
+    config.write_text(json.dumps(edited))
     # When `make deploy ENV=prod DRY_RUN=1` runs
     result = _make("deploy", "ENV=prod", "DRY_RUN=1", f"CONFIG={config}")
-    # Then it validates the config and prints the sam command, which parses back to the config
-    assert result.returncode == 0, result.stderr
+    # Then the doctor checks the config, and the sam command it prints parses back to the config
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "✓ " + str(config) + ": a valid destination config for tenant 't-123'" in result.stdout
     assert "valid destination config for stack gainsight-destination-prod" in result.stdout
     [line] = [line for line in result.stdout.splitlines() if line.startswith("would run: ")]
     argv = shlex.split(line.removeprefix("would run: "))
     assert argv[1:4] == ["deploy", "--config-env", "prod"]
-    assert json.loads(_sam_reads(argv)["DestinationConfig"]) == json.loads(EXAMPLE.read_text())
+    assert json.loads(_sam_reads(argv)["DestinationConfig"]) == edited
+
+
+def test_make_deploy_dry_run_stops_at_the_examples_placeholders(tmp_path) -> None:
+    # Given the example copied as the user's config, unedited
+    config = tmp_path / "destination.json"
+    config.write_text(EXAMPLE.read_text())
+    # When `make deploy ENV=prod DRY_RUN=1` runs
+    result = _make("deploy", "ENV=prod", "DRY_RUN=1", f"CONFIG={config}")
+    # Then the doctor names the placeholders, and no sam command is printed
+    assert result.returncode != 0
+    assert "still holds the example's tenantId 'your-tenant-id' and domain 'acme.gainsightcloud.com'" in result.stdout
+    assert "would run:" not in result.stdout
+
+
+def test_skip_doctor_lets_a_dry_run_through(tmp_path) -> None:
+    config = tmp_path / "destination.json"
+    config.write_text(EXAMPLE.read_text())
+    result = _make("deploy", "ENV=prod", "DRY_RUN=1", "SKIP_DOCTOR=1", f"CONFIG={config}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "doctor skipped (SKIP_DOCTOR=1)" in result.stdout
+    assert "would run:" in result.stdout
 
 
 def test_make_delete_and_logs_dry_run() -> None:

@@ -151,7 +151,7 @@ def test_the_invoke_lines_name_each_function_and_files_that_exist() -> None:
 
 def test_make_local_stack_serves_what_the_env_vars_file_points_at() -> None:
     # Given the local stack, on loopback and free ports here (make local-stack: 0.0.0.0:5005 and :4010)
-    loopback_free_ports = ["--host", "127.0.0.1", "--moto-port", "0", "--sandbox-port", "0"]
+    loopback_free_ports = ["--host", "127.0.0.1", "--moto-port", "0", "--sandbox-port", "0", "--api-port", "0"]
     process = subprocess.Popen(
         [sys.executable, "-m", "devtools.local_stack", *loopback_free_ports],
         cwd=ROOT,

@@ -15,7 +15,7 @@ PYTHON ?= $(shell for p in python3.13 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/ver
 ENV ?= dev
 DRY_RUN ?=
 
-.PHONY: help run serve local-stack test lint typecheck template pytest bench loadtest build deploy delete logs clean python doctor deploy-doctor smoke events
+.PHONY: help run serve local-stack test lint typecheck template pytest bench loadtest build deploy delete logs clean python doctor deploy-doctor smoke events replay
 .DEFAULT_GOAL := help
 
 # Each target's `## ` comment is its line in `make help` (tests/test_make_help.py: none without).
@@ -89,6 +89,9 @@ DOCTOR_ARGS = $(OPERATE) $(if $(CONFIG),--config $(CONFIG)) $(if $(ALLOWED_HOSTS
 
 doctor: $(STAMP) ## check everything a deploy needs (credentials, region, config, SecureStrings, Gainsight, the stack); LOCAL=1: make local-stack
 	$(PY) -m devtools.doctor $(DOCTOR_ARGS)
+
+replay: $(STAMP) ## park rejected events again once their cause is fixed (CODE=, SINCE=, UNTIL=, DRY_RUN=1 counts them)
+	$(PY) -m devtools.replay $(OPERATE) $(if $(CODE),--code $(CODE)) $(if $(SINCE),--since $(SINCE)) $(if $(UNTIL),--until $(UNTIL)) $(if $(DRY_RUN),--dry-run)
 
 deploy-doctor: $(STAMP) ## make deploy's first step (SKIP_DOCTOR=1 skips it; a dry run checks only the config)
 	$(if $(SKIP_DOCTOR),@echo "doctor skipped (SKIP_DOCTOR=1)",$(PY) -m devtools.doctor $(DOCTOR_ARGS) $(if $(DRY_RUN),--offline))

@@ -3,9 +3,10 @@ events that gave up retrying): they are parked again at their own place in the a
 the drain delivers them in order, each before any later event of its person or company. A run that
 dies can be run again as it was: what it parked is not parked twice, and what is left keeps its order.
 
-    python -m devtools.replay --stack gainsight-destination --dry-run                 # count them, by reason
-    python -m devtools.replay --stack gainsight-destination --code no_event_name_mapping
-    python -m devtools.replay --stack gainsight-destination --since 2026-11-30T08:00:00Z --until 2026-11-30T12:00:00Z
+    make replay ENV=dev DRY_RUN=1                                  # count them, by reason
+    make replay ENV=dev CODE=no_event_name_mapping
+    make replay ENV=dev SINCE=2026-11-30T08:00:00Z UNTIL=2026-11-30T12:00:00Z
+    python -m devtools.replay --table <event table> [--local]      # the same, by table
 
 Rejected events are kept for `RejectedRetentionDays` (14 by default).
 """
@@ -20,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from devtools import stack
 from devtools.local import use_handler_path
 
 use_handler_path()
@@ -56,23 +58,35 @@ def _time(value: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import boto3
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stack", help="read the table name from this stack's outputs")
-    parser.add_argument("--table", help="the event store table (instead of --stack)")
+    stack.add_arguments(parser)  # --env (the stack samconfig.toml names) or --local
+    parser.add_argument("--stack", help="read the table name from this stack's outputs (instead of --env)")
+    parser.add_argument("--table", help="the event store table (instead of --env)")
     parser.add_argument("--code", action="append", default=[], help="only events rejected with this code")
     parser.add_argument("--since", type=_time, default=0.0, help="accepted at or after (ISO 8601)")
     parser.add_argument("--until", type=_time, default=None, help="accepted before (ISO 8601)")
     parser.add_argument("--dry-run", action="store_true", help="only count what would be replayed")
     args = parser.parse_args(argv)
-    if args.stack:
-        table = table_name(boto3.client("cloudformation"), args.stack)
-    elif args.table:
+    local = stack.local_of(args)
+    try:
+        with stack.aws_for(local):
+            return _run(args, local)
+    except stack.OperatorError as error:
+        print(f"replay: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:  # a missing region or credentials, an AWS refusal: one sentence
+        print(f"replay: {stack.aws_sentence(error, 'replaying rejected events', local=local)}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, local: stack.LocalStack | None) -> int:
+    if args.table:
         table = args.table
+    elif args.stack:
+        table = table_name(stack.client("cloudformation"), args.stack)
     else:
-        parser.error("give --stack or --table")
-    store = EventStore(table, boto3.client("dynamodb"))
+        table = stack.deployed(args.env, local).event_table
+    store = EventStore(table, stack.client("dynamodb"))
     events = list(rejected(store, args.since, args.until or time.time() + 1, args.code))
     counts = Counter(f"{s.code or 'gainsight'} ({s.record.kind})" for s in events)
     detail = ", ".join(f"{key}: {n}" for key, n in sorted(counts.items())) or "nothing"

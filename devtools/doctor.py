@@ -16,8 +16,8 @@ earlier check failed). The exit status is 1 when any line is ✗. The checks:
 - each SecureString the stack reads (access key, write keys, shared secret: their names from
   samconfig.toml's parameter_overrides, else the deployed stack's parameters, else /<stack>/...)
   exists and can be decrypted. Names only: a value is never printed. Without a shared secret
-  (SharedSecretParamName=none) track events wait until one is set; a shared secret that is named but
-  missing makes every event wait, as the function reads it with the access key;
+  (SharedSecretParamName=none) Events Framework tracks are rejected (kept for a replay); one that is
+  named but missing makes them wait, and only them;
 - Gainsight's host answers and accepts the access key: one Company query for a name no company has,
   which costs one call of the tenant's API quota;
 - the stack's state, when it exists (CloudFormation DescribeStacks);
@@ -220,8 +220,8 @@ def check_secure_strings(options: Options, found: Findings, overrides: Mapping[s
             found.secrets[key] = None
             yield Line(
                 "warn",
-                "no shared secret (SharedSecretParamName=none): track events will wait until one is set; "
-                "identify and group events are delivered",
+                "no shared secret (SharedSecretParamName=none): track events for the Events Framework are "
+                "rejected (kept for a replay); identify, group events and Timeline activities are delivered",
             )
         else:
             yield _check_secure_string(key, name, found, options)
@@ -244,9 +244,9 @@ def _check_secure_string(key: str, name: str, found: Findings, options: Options)
         if key == "shared_secret" and "ParameterNotFound" in why:
             return Line(
                 "fail",
-                f"{why}. Track events will wait for it, and while it is named but missing so will every other "
-                "event (the function reads it with the access key); or set SharedSecretParamName=none in "
-                "samconfig.toml's parameter_overrides, and only track events wait",
+                f"{why}. Track events will wait for it (identify and group events are delivered); or set "
+                "SharedSecretParamName=none in samconfig.toml's parameter_overrides to send no track events "
+                "to the Events Framework",
             )
         return Line("fail", why)
     value = str(parameter.get("Value", ""))

@@ -78,6 +78,7 @@ def test_a_missing_shared_secret_says_track_events_will_wait(local: RunningStack
     [line] = [line for line in lines if name in line]
     assert line.startswith(f"✗ SecureString {name}: not found (ParameterNotFound); create it")
     assert "Track events will wait for it" in line
+    assert "identify and group events are delivered" in line
     assert "or set SharedSecretParamName=none" in line
 
 

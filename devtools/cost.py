@@ -38,7 +38,7 @@ DYNAMODB_READ_UNITS_PER_MILLION = 0.125  # on-demand
 PITR_GB_MONTH = 0.20
 SNS_EMAILS_PER_100K = 2.00
 
-# What an idle drain run does (handler/ingest.py `drain`): one Query of the queue index that finds
+# What an idle drain run does (handler/drain.py `drain`): one Query of the queue index that finds
 # nothing (the minimum, half a read unit, for an eventually consistent read) and these metrics.
 IDLE_DRAIN_METRICS = ("ParkedEvents", "EventsGaveUp")
 IDLE_QUERY_READ_UNITS = 0.5

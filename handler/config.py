@@ -81,7 +81,7 @@ class Destination:
     shared_secret: str | None = field(repr=False, default=None)
     # Why there is no shared secret although one is configured (its parameter cannot be read): track
     # events for the Events Framework wait for it; everything else goes out. None: no such problem.
-    shared_secret_problem: str | None = None
+    secret_problem: str | None = None
     tenant_id: str | None = None
     topic_name: str | None = None
     contract_id: str | None = None

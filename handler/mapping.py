@@ -288,9 +288,9 @@ def event_publish(event: Mapping[str, Any], destination: Destination) -> EventPu
     if not isinstance(name, str) or not name.strip():
         raise EventRejected("event name is required for track")
     if not destination.shared_secret:
-        if destination.shared_secret_problem is not None:
+        if destination.secret_problem is not None:
             # Configured but unreadable: the event waits until the parameter is fixed.
-            raise ConfigurationError(f"{destination.shared_secret_problem}: track events wait until it can be read")
+            raise ConfigurationError(f"{destination.secret_problem}: track events wait until it can be read")
         raise EventRejected(
             "no Events Framework shared secret is configured (SharedSecretParamName is none)", code="no_shared_secret"
         )

@@ -97,4 +97,4 @@ def destination(settings: Settings) -> Destination:
         settings.gainsight_allowed_hosts,
         settings.allow_loopback_gainsight,
     )
-    return dataclasses.replace(destination, shared_secret_problem=problem) if problem else destination
+    return dataclasses.replace(destination, secret_problem=problem) if problem else destination

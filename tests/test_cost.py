@@ -56,12 +56,13 @@ def test_runs_per_month(expression, runs) -> None:
 
 def test_an_idle_drain_run_puts_exactly_the_metrics_the_cost_counts(sandbox, fake_clock) -> None:
     # Given an empty event store
-    import ingest
+    import drain
+
     from observability import metrics
 
     metrics.clear_metrics()
     # When the drain runs with nothing to do
-    report = ingest.drain(50)
+    report = drain.drain(50)
     # Then it put the metrics the idle cost prices, and no other
     assert report.parked == 0
     assert set(metrics.metric_set) == set(cost.IDLE_DRAIN_METRICS)

@@ -167,7 +167,7 @@ def test_the_environment_table_names_every_setting_with_the_parsers_default() ->
 
 
 def test_max_attempts_duration_is_what_the_backoff_adds_up_to(template) -> None:
-    from ingest import _backoff
+    from drain import _backoff
 
     # Given the default settings: an event is given up at its MaxAttempts-th failure
     _, _, settings = _parser_variables()

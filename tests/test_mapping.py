@@ -208,14 +208,24 @@ def test_track_errors(event, destination, message) -> None:
     assert raised.value.message.startswith(message)
 
 
-@pytest.mark.parametrize("missing", ["shared_secret", "tenant_id", "topic_name"])
+@pytest.mark.parametrize("missing", ["tenant_id", "topic_name"])
 def test_an_incomplete_publisher_is_a_configuration_problem_not_the_events(missing) -> None:
     # The event waits (retryable) until the destination is completed; it is not rejected for good.
     with pytest.raises(ConfigurationError) as raised:
         event_publish({"event": "Ticket Closed"}, replace(DESTINATION, **{missing: None}))
-    assert raised.value.retryable
-    key = {"shared_secret": "sharedSecret", "tenant_id": "tenantId", "topic_name": "topicName"}[missing]
+    assert raised.value.retryable and raised.value.operator
+    key = {"tenant_id": "tenantId", "topic_name": "topicName"}[missing]
     assert raised.value.message.startswith(f"{key} is not configured")
+
+
+def test_an_unreadable_shared_secret_waits_and_none_configured_rejects() -> None:
+    # An unreadable SecureString waits for the operator; a stack without one rejects (kept for replay).
+    unreadable = replace(DESTINATION, shared_secret=None, secret_problem="SSM parameter /s could not be read")
+    with pytest.raises(ConfigurationError, match="SSM parameter /s could not be read: track events wait"):
+        event_publish({"event": "Ticket Closed"}, unreadable)
+    with pytest.raises(EventRejected) as raised:
+        event_publish({"event": "Ticket Closed"}, replace(DESTINATION, shared_secret=None))
+    assert raised.value.code == "no_shared_secret"
 
 
 @pytest.mark.parametrize(

@@ -226,7 +226,8 @@ def test_metrics_are_told_apart_by_stack_and_alarms_read_what_the_code_emits(tem
     alarms = {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
     ours = {name: a for name, a in alarms.items() if a.get("Namespace") == namespace}
     assert set(ours) == {
-        "EventsGaveUpAlarm", "OldestParkedAlarm", "CredentialsRejectedAlarm", "ThrottlingAlarm", "DailyBudgetAlarm",
+        "EventsGaveUpAlarm", "OldestParkedAlarm", "CredentialsRejectedAlarm", "ConfigurationErrorAlarm",
+        "ThrottlingAlarm", "DailyBudgetAlarm",
     }  # fmt: skip
     for name, alarm in ours.items():
         assert alarm["Dimensions"] == [{"Name": "service", "Value": service}], name

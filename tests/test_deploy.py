@@ -178,9 +178,10 @@ def test_the_sam_commands_accept_these_flags() -> None:
 
 
 def test_make_deploy_alarm_email_reaches_the_stack_parameter(tmp_path) -> None:
-    # Given the user's config and an address for the alarms
+    # Given the user's config (the example, edited) and an address for the alarms
     config = tmp_path / "destination.json"
-    config.write_text(EXAMPLE.read_text())
+    edited = json.loads(EXAMPLE.read_text()) | {"tenantId": "t-123", "domain": "initech.gainsightcloud.com"}
+    config.write_text(json.dumps(edited))
     # When `make deploy ALARM_EMAIL=... DRY_RUN=1` runs
     result = _make("deploy", "ENV=dev", "DRY_RUN=1", f"CONFIG={config}", "ALARM_EMAIL=on-call+gs@example.com")
     # Then sam deploy gets AlarmEmail, and the destination config beside it

@@ -189,7 +189,7 @@ def test_make_deploy_alarm_email_reaches_the_stack_parameter(tmp_path) -> None:
     [line] = [line for line in result.stdout.splitlines() if line.startswith("would run: ")]
     overrides = _sam_reads(shlex.split(line.removeprefix("would run: ")))
     assert overrides["AlarmEmail"] == "on-call+gs@example.com"
-    assert json.loads(overrides["DestinationConfig"]) == json.loads(EXAMPLE.read_text())
+    assert json.loads(overrides["DestinationConfig"]) == edited
     # and `make -n` shows the same option without running anything
     shown = _make("-n", "deploy", "ENV=dev", "DRY_RUN=1", "ALARM_EMAIL=on-call+gs@example.com")
     assert shown.returncode == 0, shown.stderr

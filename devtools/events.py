@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from devtools.local import use_handler_path
 from devtools.stack import OperatorError, add_arguments, aws_for, aws_sentence, client, deployed, local_of
@@ -34,8 +33,7 @@ from devtools.stack import OperatorError, add_arguments, aws_for, aws_sentence, 
 use_handler_path()
 
 from record import seq_before  # noqa: E402
-from store import DONE, PARKED, QUEUE_INDEX, REJECTED, EventStore, Stored, StoreError  # noqa: E402
-from store import _stored as stored_record  # noqa: E402  # the store's own decoder of an item
+from store import DONE, PARKED, REJECTED, EventStore, Stored, StoreError  # noqa: E402
 
 STATES = {
     PARKED: "parked: waiting to be delivered; the drain tries it again when due",
@@ -111,36 +109,17 @@ def find(store: EventStore, event_id: str) -> Stored | None:
     return store.lookup((), [event_id], time.monotonic() + 10).states.get(event_id)
 
 
-def newest(dynamodb: Any, table: str, listing: Listing) -> tuple[list[Stored], str | None]:
+def newest(store: EventStore, listing: Listing) -> tuple[list[Stored], str | None]:
     """Up to `listing.limit` events of its state (and code, and since), newest first, and the
     sequence to continue before when there are more."""
-    condition = "#q = :q AND seq BETWEEN :lo AND :hi"
-    values: dict[str, Any] = {
-        ":q": {"S": listing.state},
-        ":lo": {"S": seq_before(listing.since) if listing.since is not None else "0"},
-        ":hi": {"S": listing.before or "~"},
-    }
-    kwargs: dict[str, Any] = {
-        "TableName": table,
-        "IndexName": QUEUE_INDEX,
-        "KeyConditionExpression": condition,
-        "ExpressionAttributeNames": {"#q": "queue"},
-        "ScanIndexForward": False,
-    }
-    if listing.code:
-        kwargs["FilterExpression"] = "code = :code"
-        values[":code"] = {"S": listing.code}
-    kwargs["ExpressionAttributeValues"] = values
-    found: list[Stored] = []
-    while len(found) <= listing.limit:
-        kwargs["Limit"] = listing.limit + 1 - len(found)
-        reply = dynamodb.query(**kwargs)
-        for item in reply.get("Items", []):
-            if item.get("seq", {}).get("S") != listing.before:  # BETWEEN includes the bound
-                found.append(stored_record(item, item["eventId"]["S"]))
-        if not reply.get("LastEvaluatedKey"):
-            break
-        kwargs["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
+    page = store.newest_page(
+        listing.state,
+        since_seq=seq_before(listing.since) if listing.since is not None else "0",
+        until_seq=listing.before or "~",
+        code=listing.code,
+        limit=listing.limit + 2,  # the bound itself (the last one shown) and one to tell there are more
+    )
+    found = [stored for stored in page if stored.record.seq != listing.before]
     more = found[listing.limit - 1].record.seq if len(found) > listing.limit else None
     return found[: listing.limit], more
 
@@ -164,14 +143,14 @@ def run(args: argparse.Namespace, out: Callable[[str], None] = print, *, now: Ca
     with aws_for(local):
         try:
             stack = deployed(args.env, local)
-            dynamodb = client("dynamodb")
+            store = EventStore(stack.event_table, client("dynamodb"))
             if args.id is not None:
-                stored = find(EventStore(stack.event_table, dynamodb), args.id)
+                stored = find(store, args.id)
                 for line in describe(args.id, stored, show=args.show, now=now(), table=stack.event_table):
                     out(line)
                 return 0 if stored is not None else 1
             listing = Listing(args.state, args.code, args.since, args.before, args.limit)
-            found, more = newest(dynamodb, stack.event_table, listing)
+            found, more = newest(store, listing)
         except OperatorError as error:
             out(f"✗ {error}")
             return 1

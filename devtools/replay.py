@@ -19,21 +19,15 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from devtools import stack
+from devtools.deploy import stack_outputs
 from devtools.local import use_handler_path
 
 use_handler_path()
 
 from record import seq_before  # noqa: E402
 from store import EventStore, Stored  # noqa: E402
-
-
-def table_name(cloudformation: Any, stack: str) -> str:
-    """The event store's table name from the stack's outputs."""
-    outputs = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]["Outputs"]
-    return next(o["OutputValue"] for o in outputs if o["OutputKey"] == "EventTableName")
 
 
 def rejected(store: EventStore, since: float, until: float, codes: Sequence[str]) -> Iterator[Stored]:
@@ -83,7 +77,7 @@ def _run(args: argparse.Namespace, local: stack.LocalStack | None) -> int:
     if args.table:
         table = args.table
     elif args.stack:
-        table = table_name(stack.client("cloudformation"), args.stack)
+        table = stack_outputs(stack.client("cloudformation"), args.stack)["EventTableName"]
     else:
         table = stack.deployed(args.env, local).event_table
     store = EventStore(table, stack.client("dynamodb"))

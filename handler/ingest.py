@@ -256,7 +256,8 @@ def _record(
     parking = {lanes[r.index] for r, _, _ in to_park}
     delivered = [r for r in fresh if r.index in outcomes and outcomes[r.index].outcome == "delivered"]
     alone = [r for r in delivered if r.kind == "track" or r.index in was_rejected]
-    in_order = [r for r in delivered if lanes[r.index] in parking and r not in alone]
+    on_their_own = {r.index for r in alone}
+    in_order = [r for r in delivered if lanes[r.index] in parking and r.index not in on_their_own]
     keys = {r.event_id: lanes[r.index] for r in fresh}
     failures = store.park(to_park, deadline, done=in_order, lanes=keys) if to_park else {}
     unrecorded = {r.event_id: failures[r.event_id].message for r in in_order if r.event_id in failures}
@@ -418,7 +419,7 @@ def observe(
         share = 100.0 * calls.quota_used_today / config.quota_per_day
         metrics.add_metric(name="QuotaUsedTodayPercent", unit=MetricUnit.Percent, value=round(share, 2))
     # Events that wait for a configuration fix (a bad key, an unreadable parameter): alarmed on.
-    misconfigured = sum(1 for o in outcomes.values() if o.operator and o.code == "configuration")
+    misconfigured = sum(1 for o in outcomes.values() if o.code == "configuration")
     metrics.add_metric(name="ConfigurationErrors", unit=MetricUnit.Count, value=misconfigured)
     rejected_key = sum(1 for c in calls.calls if c.auth_rejected)
     metrics.add_metric(name="GainsightAuthRejected", unit=MetricUnit.Count, value=rejected_key)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from errors import EventRejected, RequestRejected
+from mapping import has_message_id
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # RudderStack's limit, checked after decompression
 MAX_EVENT_BYTES = 32 * 1024
@@ -148,14 +149,6 @@ def with_message_ids(events: list[Any], new_id: Callable[[], str]) -> list[Any]:
         {**event, "messageId": new_id()} if isinstance(event, dict) and not has_message_id(event) else event
         for event in events
     ]
-
-
-def has_message_id(event: Mapping[str, Any]) -> bool:
-    """The event names itself: a non-empty string or an integer messageId."""
-    value = event.get("messageId")
-    if isinstance(value, bool):
-        return False
-    return isinstance(value, int) or (isinstance(value, str) and bool(value.strip()))
 
 
 def nested_deeper(value: Any, levels: int) -> bool:

@@ -430,14 +430,19 @@ def email_key(email: str) -> str:
     return email.strip().casefold()
 
 
+def has_message_id(event: Mapping[str, Any]) -> bool:
+    """The event names itself: a non-empty string or an integer messageId."""
+    value = event.get("messageId")
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, str) and bool(value.strip()))
+
+
 def event_id(event: Mapping[str, Any]) -> str:
     """The event's identity for deduplication: its messageId (intake gives every event one); a hash of
     the content only for an event stored without one by an earlier version."""
-    message_id = event.get("messageId")
-    if isinstance(message_id, str) and message_id.strip():
-        return message_id.strip()
-    if isinstance(message_id, int) and not isinstance(message_id, bool):
-        return str(message_id)
+    if has_message_id(event):
+        return str(event["messageId"]).strip()
     canonical = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 

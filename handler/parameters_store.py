@@ -73,9 +73,18 @@ def write_keys(settings: Settings) -> frozenset[str]:
 
 @lru_cache(maxsize=4)
 def _destination(
-    raw: str, access_key: str, shared_secret: str | None, allowed_hosts: frozenset[str], allow_loopback: bool
+    raw: str,
+    access_key: str,
+    shared_secret: str | None,
+    allowed_hosts: frozenset[str],
+    allow_loopback: bool,
+    *,
+    secret_problem: str | None,
 ) -> Destination:
-    return parse_destination(raw, access_key, shared_secret, allowed_hosts=allowed_hosts, allow_loopback=allow_loopback)
+    parsed = parse_destination(
+        raw, access_key, shared_secret, allowed_hosts=allowed_hosts, allow_loopback=allow_loopback
+    )
+    return dataclasses.replace(parsed, secret_problem=secret_problem) if secret_problem else parsed
 
 
 def destination(settings: Settings) -> Destination:
@@ -90,11 +99,11 @@ def destination(settings: Settings) -> Destination:
             shared_secret = _get(settings.shared_secret_param, secure=True)
         except ConfigurationError as error:  # only the events that need it wait for it
             problem = error.message
-    destination = _destination(
+    return _destination(
         _get(settings.destination_config_param, secure=False),
         _get(settings.access_key_param, secure=True),
         shared_secret,
         settings.gainsight_allowed_hosts,
         settings.allow_loopback_gainsight,
+        secret_problem=problem,
     )
-    return dataclasses.replace(destination, secret_problem=problem) if problem else destination

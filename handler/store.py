@@ -225,6 +225,13 @@ class EventStore:
         """Rejected events accepted in [since_seq, before_seq), oldest first."""
         return self._queue_page(REJECTED, {"lo": since_seq, "hi": before_seq}, start, limit)
 
+    def newest_page(
+        self, state: str, *, since_seq: str = "0", until_seq: str = "~", code: str | None = None, limit: int = 20
+    ) -> list[Stored]:
+        """Up to `limit` events of `state` (parked or rejected), and of `code` if given, accepted in
+        [since_seq, until_seq], newest first (index reads): what an operator looks at first."""
+        return self._queue_page(state, {"lo": since_seq, "hi": until_seq}, None, limit, newest_first=True, code=code)[0]
+
     def still_parked(self, page: Sequence[Stored], deadline: float) -> list[Stored]:
         """The page's records as they are now (consistent reads): the index may lag behind a release."""
         items = self._get([{"pk": {"S": _pk_event(s.record.event_id)}, "sk": {"S": "event"}} for s in page], deadline)
@@ -542,7 +549,14 @@ class EventStore:
         return failed
 
     def _queue_page(
-        self, queue: str, bounds: Mapping[str, str], start: Mapping[str, Any] | None, limit: int
+        self,
+        queue: str,
+        bounds: Mapping[str, str],
+        start: Mapping[str, Any] | None,
+        limit: int,
+        *,
+        newest_first: bool = False,
+        code: str | None = None,
     ) -> tuple[list[Stored], Mapping[str, Any] | None]:
         condition = "#q = :q AND seq < :hi" if "lo" not in bounds else "#q = :q AND seq BETWEEN :lo AND :hi"
         values = {":q": {"S": queue}} | {f":{k}": {"S": v} for k, v in bounds.items()}
@@ -552,8 +566,11 @@ class EventStore:
             "KeyConditionExpression": condition,
             "ExpressionAttributeNames": {"#q": "queue"},
             "ExpressionAttributeValues": values,
-            "ScanIndexForward": True,
+            "ScanIndexForward": not newest_first,
         }
+        if code is not None:
+            kwargs["FilterExpression"] = "code = :code"
+            values[":code"] = {"S": code}
         page: list[Stored] = []
         while True:
             if start:

@@ -28,6 +28,7 @@ import parameters_store  # noqa: E402
 from observability import metrics  # noqa: E402
 from settings import settings  # noqa: E402
 from tests.helpers import FakeClock  # noqa: E402
+from tests.local_stack_process import RunningStack, local_stack  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -83,6 +84,23 @@ def fake_clock(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     assert ingest._container is None  # cleared by `sandbox`: the next container is built on this clock
     monkeypatch.setattr(ingest, "clock", fake.clock)
     return fake
+
+
+@pytest.fixture(scope="session")
+def local_stack_server() -> Iterator[RunningStack]:
+    """`make local-stack` as a child process on loopback and free ports, once for the session."""
+    with local_stack() as running:
+        yield running
+
+
+@pytest.fixture
+def local(local_stack_server: RunningStack) -> Iterator[RunningStack]:
+    """The local stack with an empty event table and a well-behaved sandbox; its SSM parameters put
+    back after the test."""
+    local_stack_server.empty_event_table()
+    local_stack_server.sandbox("/_sandbox/reset", {})
+    with local_stack_server.parameters_restored():
+        yield local_stack_server
 
 
 @pytest.fixture

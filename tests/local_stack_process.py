@@ -31,6 +31,7 @@ class RunningStack:
     moto_port: int
     sandbox_port: int
     api_port: int
+    output: str = ""  # what it printed until it was ready
 
     @property
     def args(self) -> list[str]:
@@ -91,6 +92,13 @@ class RunningStack:
             dynamodb.delete_item(TableName=EVENT_TABLE, Key=item)
 
 
+def run_tool(tool: Any, *argv: str, **options: Any) -> tuple[int, list[str]]:
+    """An operator tool (devtools.doctor, .smoke, .events) run with these options: its exit status
+    and the lines it printed."""
+    lines: list[str] = []
+    return tool.run(tool.parse(list(argv)), lines.append, **options), lines
+
+
 @contextmanager
 def local_stack() -> Iterator[RunningStack]:
     """`python -m devtools.local_stack` on 127.0.0.1 and free ports, until the block ends."""
@@ -112,7 +120,7 @@ def local_stack() -> Iterator[RunningStack]:
         ports = [re.search(pattern, output) for pattern in LISTENING]
         assert all(ports), output
         moto, sandbox, api = (int(match.group(1)) for match in ports if match)
-        yield RunningStack(moto, sandbox, api)
+        yield RunningStack(moto, sandbox, api, output)
     finally:
         process.send_signal(signal.SIGINT)
         try:

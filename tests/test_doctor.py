@@ -6,36 +6,21 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from devtools import doctor
 from devtools.local import DEMO_WRITE_KEY, PARAMS
-from tests.local_stack_process import RunningStack, local_stack
+from tests.local_stack_process import RunningStack, run_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRETS = ("sandbox-access-key", "sandbox-shared-secret", DEMO_WRITE_KEY)
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[RunningStack]:
-    with local_stack() as running:
-        yield running
-
-
-@pytest.fixture
-def local(stack: RunningStack) -> Iterator[RunningStack]:
-    """The local stack; its parameters put back after the test."""
-    with stack.parameters_restored():
-        yield stack
-
-
 def run_doctor(*argv: str) -> tuple[int, list[str]]:
     """`make doctor` with these options: its exit status and the lines it printed."""
-    lines: list[str] = []
-    return doctor.run(doctor.parse(list(argv)), lines.append), lines
+    return run_tool(doctor, *argv)
 
 
 def test_the_local_stack_passes_every_check_and_no_secret_is_printed(local: RunningStack) -> None:

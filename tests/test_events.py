@@ -6,33 +6,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
-
-import pytest
 
 from devtools import events
-from tests.local_stack_process import RunningStack, local_stack
-
-
-@pytest.fixture(scope="module")
-def stack() -> Iterator[RunningStack]:
-    with local_stack() as running:
-        yield running
-
-
-@pytest.fixture
-def local(stack: RunningStack) -> Iterator[RunningStack]:
-    """The local stack with an empty event table and a well-behaved sandbox."""
-    stack.empty_event_table()
-    stack.sandbox("/_sandbox/reset", {})
-    yield stack
+from tests.local_stack_process import RunningStack, run_tool
 
 
 def run_events(*argv: str, now: float | None = None) -> tuple[int, list[str]]:
-    lines: list[str] = []
-    clock = (lambda: now) if now is not None else None
-    status = events.run(events.parse(list(argv)), lines.append, **({"now": clock} if clock else {}))
-    return status, lines
+    return run_tool(events, *argv, **({"now": lambda: now} if now is not None else {}))
 
 
 def fresh(prefix: str) -> str:

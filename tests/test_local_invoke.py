@@ -6,10 +6,6 @@ points at."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -17,6 +13,7 @@ from typing import Any
 import pytest
 
 from devtools.local_stack import CONTAINER_HOST, ENV_VARS_FILE, MOTO_PORT, SANDBOX_PORT, env_vars_file, invoke_lines
+from tests.local_stack_process import local_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ("DestinationFunction", "DrainFunction")
@@ -151,45 +148,18 @@ def test_the_invoke_lines_name_each_function_and_files_that_exist() -> None:
 
 def test_make_local_stack_serves_what_the_env_vars_file_points_at() -> None:
     # Given the local stack, on loopback and free ports here (make local-stack: 0.0.0.0:5005 and :4010)
-    loopback_free_ports = ["--host", "127.0.0.1", "--moto-port", "0", "--sandbox-port", "0", "--api-port", "0"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "devtools.local_stack", *loopback_free_ports],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "POWERTOOLS_"))},
-    )
-    try:
-        lines = []
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.append(line)
-            if line.startswith("Ctrl-C to stop."):
-                break
-        output = "".join(lines)
+    with local_stack() as running:
+        output = running.output
         # Then it says it is ready only once both servers answer, with the invoke lines to paste
         assert "Ready." in output, output
         for line in invoke_lines():
             assert line in output
-        moto_port = int(output.split("moto (SSM, DynamoDB) on 127.0.0.1:")[1].split(":")[0])
         state_url = output.split("what it received at ")[1].split()[0]
         with urllib.request.urlopen(state_url, timeout=5) as answer:  # the sandbox
             assert answer.status == 200
-        import boto3
-
-        ssm = boto3.client(
-            "ssm",
-            endpoint_url=f"http://127.0.0.1:{moto_port}",
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        ssm = running.client("ssm")
         # and moto holds the config the container will read, naming the sandbox as it sees it
         name = env_vars_file()["DestinationFunction"]["DESTINATION_CONFIG_PARAM"]
         config = json.loads(ssm.get_parameter(Name=name)["Parameter"]["Value"])
         sandbox_port = int(state_url.split(":")[2].split("/")[0])
         assert config["domain"] == f"http://{CONTAINER_HOST}:{sandbox_port}"
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=10)

@@ -6,33 +6,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-
-import pytest
 
 from devtools import smoke
 from devtools.local import DEMO_WRITE_KEY, PARAMS, demo_config
 from devtools.local_stack import HOST_CONFIG_PARAM
-from tests.local_stack_process import RunningStack, local_stack
-
-
-@pytest.fixture(scope="module")
-def stack() -> Iterator[RunningStack]:
-    with local_stack() as running:
-        yield running
-
-
-@pytest.fixture
-def local(stack: RunningStack) -> Iterator[RunningStack]:
-    stack.empty_event_table()
-    stack.sandbox("/_sandbox/reset", {})
-    with stack.parameters_restored():
-        yield stack
+from tests.local_stack_process import RunningStack, run_tool
 
 
 def run_smoke(*argv: str) -> tuple[int, list[str]]:
-    lines: list[str] = []
-    return smoke.run(smoke.parse(list(argv)), lines.append), lines
+    return run_tool(smoke, *argv)
 
 
 def test_an_identify_and_a_mapped_track_are_delivered(local: RunningStack) -> None:

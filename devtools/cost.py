@@ -188,13 +188,13 @@ def render(lines: Sequence[CostLine]) -> str:
     rows = [
         "| Item | Arithmetic | USD / month |",
         "| --- | --- | ---: |",
-        *(f"| {line.item} | {line.arithmetic} | {_dollars(line.dollars)} |" for line in lines),
-        f"| **Total** | | **{_dollars(total(lines))}** |",
+        *(f"| {line.item} | {line.arithmetic} | {dollars(line.dollars)} |" for line in lines),
+        f"| **Total** | | **{dollars(total(lines))}** |",
     ]
     return "\n".join(rows)
 
 
-def _dollars(amount: float) -> str:
+def dollars(amount: float) -> str:
     return "0.00" if amount == 0 else ("< 0.01" if amount < 0.005 else f"{amount:.2f}")
 
 

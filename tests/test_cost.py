@@ -23,6 +23,12 @@ def test_the_docs_table_is_what_the_template_costs(template) -> None:
     assert shown == cost.render(cost.idle_monthly_cost(template))
 
 
+def test_the_readme_states_the_idle_cost_the_template_gives(template) -> None:
+    readme = (cost.ROOT / "README.md").read_text()
+    figure = cost.dollars(cost.total(cost.idle_monthly_cost(template)))
+    assert f"costs about ${figure} a month at list price" in " ".join(readme.split())
+
+
 def test_the_idle_cost_counts_the_templates_alarms_dashboard_and_schedule(template) -> None:
     lines = {line.item.split(" (")[0].split(":")[0]: line for line in cost.idle_monthly_cost(template)}
     alarms = [r for r in template["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -171,6 +171,79 @@ class CompanyCache:
             self._entries.pop((scope, name), None)
 
 
+# -- the record of what was published ----------------------------------------------
+
+
+class Ledger:
+    """Events Framework publishes (which Gainsight does not deduplicate) that succeeded but whose
+    done record is not written yet: at most `size` of them at any time, counting those in flight.
+
+    A publish takes a slot before its call and keeps it until its done record is written. When
+    every slot is held by a published event, the thread that filled the last one records them all
+    in one write; `close` records the rest. A function that dies anywhere therefore publishes again
+    (on its sender's resend, or the drain's next run) at most `size` events: the calls in flight.
+    Once a record cannot be written, no further publish starts: those events wait, unpublished.
+    """
+
+    def __init__(self, size: int, record: Callable[[list[int]], set[int]]) -> None:
+        self.size = size
+        self._record = record  # indexes -> those that could not be recorded; never raises
+        self._changed = threading.Condition()
+        self._held = 0
+        self._pending: list[int] = []
+        self.recorded: set[int] = set()
+        self.failed = False
+
+    def start(self) -> bool:
+        """Wait for a slot; False when publishing must stop (a record could not be written)."""
+        with self._changed:
+            while self._held >= self.size and not self.failed:
+                self._changed.wait()
+            if self.failed:
+                return False
+            self._held += 1
+            return True
+
+    def finish(self, index: int | None) -> None:
+        """The call holding a slot ended: `index` published, or None (it failed: nothing to record)."""
+        with self._changed:
+            if index is None:
+                self._held -= 1
+                self._changed.notify()
+                return
+            self._pending.append(index)
+            if len(self._pending) < self.size:
+                return
+            batch, self._pending = self._pending, []
+        self._flush(batch)
+
+    def close(self) -> None:
+        """Record what is published and not recorded yet (once every publish has ended)."""
+        with self._changed:
+            batch, self._pending = self._pending, []
+        if batch:
+            self._flush(batch)
+
+    def _flush(self, batch: list[int]) -> None:
+        failed: set[int] = set(batch)  # should the write raise: nothing more is published
+        try:
+            failed = self._record(batch)  # outside the lock; the batch's slots stay held until it is written
+        finally:
+            with self._changed:
+                self._held -= len(batch)
+                self.recorded.update(index for index in batch if index not in failed)
+                self.failed = self.failed or bool(failed)
+                self._changed.notify_all()
+
+
+UNRECORDED = Outcome(
+    "failed",
+    503,
+    "not published: the event store could not record the events published before it",
+    "store_unavailable",
+)
+
+
 # -- execution -----------------------------------------------------------------
 
 Chain = tuple[dict[int, Outcome], list[Future[dict[int, Outcome]]]]
@@ -188,10 +261,13 @@ class Delivery:
     every company of the batch is written.
     """
 
-    def __init__(self, gainsight: Gainsight, executor: Executor, cache: CompanyCache) -> None:
+    def __init__(
+        self, gainsight: Gainsight, executor: Executor, cache: CompanyCache, ledger: Ledger | None = None
+    ) -> None:
         self.gainsight = gainsight
         self.executor = executor
         self.cache = cache
+        self.ledger = ledger  # records each publish as it succeeds; None: the caller records them all
         self.key_field = gainsight.destination.company_key.field
         # Values of another key field are other companies' keys: cached apart.
         self.scope = f"{gainsight.destination.base_url}|{self.key_field}"
@@ -244,6 +320,8 @@ class Delivery:
             outcomes |= track.result()
         if work.activities:
             outcomes |= self._activities(work.activities, outcomes, chains, companies, company_failures)
+        if self.ledger is not None:
+            self.ledger.close()
         return outcomes
 
     def _activities(
@@ -282,7 +360,7 @@ class Delivery:
         # Published only once the activity is in: a failed activity parks the event unpublished,
         # and its retry (the activity then a duplicate, so delivered) publishes it once.
         publishes = {
-            index: self.executor.submit(self._publish, op.publish)
+            index: self.executor.submit(self._publish, index, op.publish)
             for index, op in going
             if op.publish is not None and inserted[index].outcome == "delivered"
         }
@@ -328,16 +406,24 @@ class Delivery:
     def _track(self, index: int, op: EventPublish, stop: threading.Event) -> dict[int, Outcome]:
         if stop.is_set():
             return {index: HELD}
-        outcome = self._publish(op)
+        outcome = self._publish(index, op)
         if outcome.outcome == "failed":
             stop.set()
         return {index: outcome}
 
-    def _publish(self, op: EventPublish) -> Outcome:
+    def _publish(self, index: int, op: EventPublish) -> Outcome:
+        """One publish, in the ledger: its done record is written before its slot is given back."""
+        if self.ledger is not None and not self.ledger.start():
+            return UNRECORDED
+        published = False
         try:
             self.gainsight.publish_event(op.headers, op.body)
+            published = True
         except GainsightError as error:
             return outcome_of(error)
+        finally:
+            if self.ledger is not None:
+                self.ledger.finish(index if published else None)
         return DELIVERED
 
     def _person(self, person: PersonWrite, gsids: Mapping[str, str]) -> dict[int, Outcome]:

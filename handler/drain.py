@@ -131,15 +131,34 @@ def _drain_page(
     clock: Clock,
 ) -> dict[int, Outcome]:
     records = [dataclasses.replace(s.record, index=n) for n, s in enumerate(ready)]
+    lanes = record.components(records, companies=True)
+    keys = {r.event_id: lanes[r.index] for r in records}
+    # Published events are settled as they are published, a few at a time (see delivery.Ledger),
+    # from a delivery thread: with a store that does not wait on that thread's pool.
+    serial = parts.store.serial()
+    delivered_by = deadline - PARKING_RESERVE_SECONDS
+
+    def settle_published(published: list[Record]) -> set[str]:
+        return serial.settle([Settled(ready[r.index], DONE) for r in published], delivered_by, keys)
+
     # The drain waits for the tenant's budget (no sender is waiting on it); a request never does.
-    done = deliver(records, config, parts, deadline - PARKING_RESERVE_SECONDS, calls, wait_for_quota=True)
+    done = deliver(
+        records,
+        config,
+        parts,
+        delivered_by,
+        calls,
+        wait_for_quota=True,
+        on_published=settle_published,
+    )
     outcomes, written = done.outcomes, done.written
     settled: list[Settled] = []
     rewrite: set[str] = set()  # companies whose older group event could not be narrowed to its link
     for n, stored in enumerate(ready):
         outcome = outcomes[n]
         if outcome.outcome == "delivered":
-            settled.append(Settled(stored, DONE))
+            if n not in done.recorded:
+                settled.append(Settled(stored, DONE))
             report.delivered += 1
             continue
         if outcome.outcome in ("rejected", "filtered"):
@@ -183,8 +202,6 @@ def _drain_page(
     settled = [
         item for item in settled if not (item.state == DONE and rewrite.intersection(item.stored.record.entities))
     ]
-    lanes = record.components(records, companies=True)
-    keys = {r.event_id: lanes[r.index] for r in records}
     unsettled = parts.store.settle(settled, deadline, keys) if settled else set()
     if unsettled:
         # Delivered or rejected, but not recorded: this container remembers them and records them
@@ -196,8 +213,9 @@ def _drain_page(
     return outcomes
 
 
-# Waiting behind another event, or for quota or time, is never the event's own failure.
-NOT_OWN_FAILURES = frozenset({"held", "budget_exhausted", "quota", "GU_2400"})
+# Waiting behind another event, for quota or time, or for the event store to record what went
+# before it, is never the event's own failure.
+NOT_OWN_FAILURES = frozenset({"held", "budget_exhausted", "quota", "GU_2400", "store_unavailable"})
 
 
 def _backoff(attempts: int, config: Settings) -> float:

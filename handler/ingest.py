@@ -9,7 +9,7 @@ import dataclasses
 import math
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +23,7 @@ import mapping
 import parameters_store
 import record
 from config import Destination
-from delivery import CompanyCache, Delivery, Outcome, outcome_of
+from delivery import CompanyCache, Delivery, Ledger, Outcome, outcome_of
 from errors import ConfigurationError, DestinationError, RequestRejected
 from gainsight import CallLog, Gainsight, pool
 from observability import logger, metrics
@@ -188,8 +188,18 @@ def accept(
         else:
             fresh.append(r)
     (quota_item,) = seen.also
+    delivered_by = answer_by - PARKING_RESERVE_SECONDS
+    # Written from a delivery thread: the store must not wait on the pool that thread belongs to.
+    serial = parts.store.serial()
     done = deliver(
-        fresh, config, parts, answer_by - PARKING_RESERVE_SECONDS, calls, blocked=seen.blocked, quota_item=quota_item
+        fresh,
+        config,
+        parts,
+        delivered_by,
+        calls,
+        blocked=seen.blocked,
+        quota_item=quota_item,
+        on_published=lambda published: set(serial.mark_done(published, delivered_by)),
     )
     outcomes |= done.outcomes
     # Sent again after we had rejected them: once delivered, their rejected record must not be replayed.
@@ -199,6 +209,7 @@ def accept(
         outcomes,
         waiting=done.waiting,
         written=done.written,
+        recorded=done.recorded,
         was_rejected=was_rejected,
         store=parts.store,
         deadline=answer_by,
@@ -231,6 +242,7 @@ def _record(
     *,
     waiting: set[int],
     written: set[int],
+    recorded: frozenset[int],
     was_rejected: set[int],
     store: EventStore,
     deadline: float,
@@ -248,14 +260,15 @@ def _record(
             parked = dataclasses.replace(r, link_only=True, entities=r.person) if r.index in written else r
             to_park.append((parked, outcome.error, outcome.code))
     # Applied events are remembered, so a sender's retry does not apply them again: track events
-    # always (exactly once), whatever becomes of their person's parking, and so is an event that
+    # always (exactly once), whatever becomes of their person's parking (those published to the
+    # Events Framework are `recorded` already, as they were published), and so is an event that
     # had been rejected (a replay must not apply it again); the others of a person or company that
     # parks something, written with the parked ones in request order: were an older one neither
     # parked nor remembered, a retry would park it behind a newer one.
     lanes = record.components(fresh, companies=True)
     parking = {lanes[r.index] for r, _, _ in to_park}
     delivered = [r for r in fresh if r.index in outcomes and outcomes[r.index].outcome == "delivered"]
-    alone = [r for r in delivered if r.kind == "track" or r.index in was_rejected]
+    alone = [r for r in delivered if (r.kind == "track" or r.index in was_rejected) and r.index not in recorded]
     on_their_own = {r.index for r in alone}
     in_order = [r for r in delivered if lanes[r.index] in parking and r.index not in on_their_own]
     keys = {r.event_id: lanes[r.index] for r in fresh}
@@ -303,6 +316,7 @@ class Delivered:
     outcomes: dict[int, Outcome]  # every record but those waiting
     written: set[int]  # group events whose company was written, whatever became of their link
     waiting: set[int]  # records held behind a parked event of one of their entities
+    recorded: frozenset[int] = frozenset()  # published events whose done record `on_published` wrote
 
 
 def deliver(
@@ -315,8 +329,11 @@ def deliver(
     blocked: Iterable[str] = (),
     wait_for_quota: bool = False,
     quota_item: dict[str, Any] | None = None,
+    on_published: Callable[[list[Record]], set[str]] | None = None,
 ) -> Delivered:
-    """Map the records (rejections are final), hold those behind `blocked` entities, deliver the rest."""
+    """Map the records (rejections are final), hold those behind `blocked` entities, deliver the rest.
+    `on_published` writes the done records of published events (returning the event ids it could not),
+    as they are published: at most `concurrency` are published and unrecorded at any time."""
     if not records:
         return Delivered({}, set(), set())
     try:
@@ -349,14 +366,24 @@ def deliver(
         log=calls,
         clock=clock,
     )
-    delivery = Delivery(gainsight, parts.executor, parts.cache)
+    ledger = None
+    if on_published is not None:
+        by_index = {r.index: r for r in records}
+
+        def write(indexes: list[int]) -> set[int]:
+            failed = on_published([by_index[i] for i in indexes])
+            return {i for i in indexes if by_index[i].event_id in failed}
+
+        ledger = Ledger(config.concurrency, write)
+    delivery = Delivery(gainsight, parts.executor, parts.cache, ledger)
     going = {index for index, _ in operations}
     try:
         outcomes |= delivery.run(operations, record.components([r for r in records if r.index in going]))
     finally:
         quota.release()
     calls.quota_used_today = quota.usage.day_used or calls.quota_used_today
-    return Delivered(outcomes, delivery.companies_written, waiting)
+    recorded = frozenset(ledger.recorded) if ledger is not None else frozenset()
+    return Delivered(outcomes, delivery.companies_written, waiting, recorded)
 
 
 def _operations(

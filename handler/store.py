@@ -17,6 +17,7 @@ holds state: the drain finds work by querying the index, so losing a trigger onl
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -131,6 +132,13 @@ class EventStore:
         self.rejected_ttl = rejected_ttl_seconds
         self.clock = clock
         self._parked_seen = False  # the last lookup found events parked
+
+    def serial(self) -> EventStore:
+        """This store without its executor, for a caller running on one of the executor's threads
+        (waiting there on the same pool could wait forever)."""
+        twin = copy.copy(self)
+        twin.executor = None
+        return twin
 
     # -- a request's view ----------------------------------------------------------------
 

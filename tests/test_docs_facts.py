@@ -198,3 +198,9 @@ def test_every_sample_event_is_listed() -> None:
     for path in sorted((ROOT / "events").glob("*.json")):
         assert f"`{path.stem}`" in listed, path.name
     assert "`events/drain/schedule.json`" in listed
+
+
+def test_the_duplicate_bound_a_death_can_cause_is_the_default_concurrency() -> None:
+    default = _parser_variables()[2].concurrency
+    stated = re.findall(r"`GAINSIGHT_CONCURRENCY` \((\d+)\)", EVERYWHERE)
+    assert stated and {int(n) for n in stated} == {default}

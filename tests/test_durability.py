@@ -119,6 +119,23 @@ def test_a_publish_whose_success_cannot_be_recorded_is_not_published_again_by_us
     assert sandbox.state.count("event_publish") == 1
 
 
+def test_once_publishes_cannot_be_recorded_no_more_are_made_and_the_rest_wait(sandbox: Sandbox) -> None:
+    # Given DynamoDB refusing every write of "delivered" records, but parking still possible
+    AwsFaults(random.Random(1), error_rate=1.0, only=frozenset({"BatchWriteItem"})).install(handler_dynamodb())
+    # When 20 track events of 20 people arrive
+    batch = [track(message_id=f"t{n}", marker=n) | {"userId": f"u{n}"} for n in range(20)]
+    reply = post("/v1/batch", {"batch": batch})
+    # Then no more than one flight of them is published unrecorded; the rest are parked, unpublished
+    concurrency = settings().concurrency
+    assert Counter(reply.outcomes) == {"delivered": concurrency, "deferred": 20 - concurrency}
+    assert sandbox.state.count("event_publish") == concurrency
+    # And once DynamoDB is back, the drain delivers those, each once
+    clear_caches()
+    drain()
+    assert stored() == []
+    assert sorted(e["body"]["marker"] for e in sandbox.state.snapshot()["events"]) == list(range(20))
+
+
 def test_the_drain_does_not_publish_again_what_it_delivered_but_could_not_settle(sandbox: Sandbox) -> None:
     # Given a parked track, and the drain's settling transaction failing once it has published it
     sandbox.fail(Fault(status=503, operation="event_publish", times=4))
@@ -322,6 +339,71 @@ def test_a_drain_killed_around_settling_delivers_the_oldest_again_first(sandbox:
     assert stored() == []
 
 
+def die_at_first(operation: str, after: Callable[[], bool], dead: DeadThreads) -> list[str]:
+    """The function dies just before its first DynamoDB `operation` once `after()` holds, and its
+    threads make no further call: the deaths, for the test to see."""
+    deaths: list[str] = []
+
+    def before_call(**_: Any) -> None:
+        if deaths:
+            raise FunctionDied("already dead")
+        if after():
+            deaths.append(f"died before {operation}")
+            dead.kill(ingest.container(settings()).executor)
+            raise FunctionDied(deaths[0])
+
+    handler_dynamodb().meta.events.register(f"before-call.dynamodb.{operation}", before_call)
+    return deaths
+
+
+def republished(sandbox: Sandbox) -> int:
+    """Publishes beyond the first of each track event (by its marker)."""
+    markers = Counter(e["body"]["marker"] for e in sandbox.state.snapshot()["events"])
+    return sum(count - 1 for count in markers.values())
+
+
+def test_a_drain_that_dies_mid_page_publishes_again_at_most_the_calls_in_flight(sandbox: Sandbox, monkeypatch) -> None:
+    # Given 60 track events of 60 people parked (Gainsight refused each publish once)
+    monkeypatch.setenv("GAINSIGHT_MAX_RETRIES", "0")
+    clear_caches()
+    sandbox.fail(Fault(status=503, operation="event_publish", times=60))
+    batch = [track(message_id=f"t{n}", marker=n) | {"userId": f"u{n}"} for n in range(60)]
+    assert set(post("/v1/batch", {"batch": batch}).outcomes) == {"deferred"}
+    # When the drain dies at its first settling write after it has published 20 of them
+    dead = DeadThreads()
+    dead.install(monkeypatch)
+    deaths = die_at_first("TransactWriteItems", lambda: sandbox.state.count("event_publish") >= 60 + 20, dead)
+    with pytest.raises(FunctionDied):
+        drain()
+    dead.bury(ingest.container(settings()).executor)
+    clear_caches()  # the next run is a new container
+    drain()
+    # Then every event is delivered, and the death published again at most what was in flight
+    assert deaths and stored() == []
+    published = {e["body"]["marker"] for e in sandbox.state.snapshot()["events"]}
+    assert published == set(range(60))
+    assert 0 < republished(sandbox) <= settings().concurrency
+
+
+def test_a_request_that_dies_publishes_again_at_most_the_calls_in_flight(sandbox: Sandbox, monkeypatch) -> None:
+    # Given a batch of 40 track events of 40 people, and the function dying at its first write of
+    # done records after 20 of them are published
+    batch = [track(message_id=f"t{n}", marker=n) | {"userId": f"u{n}"} for n in range(40)]
+    dead = DeadThreads()
+    dead.install(monkeypatch)
+    deaths = die_at_first("BatchWriteItem", lambda: sandbox.state.count("event_publish") >= 20, dead)
+    with pytest.raises(FunctionDied):
+        post("/v1/batch", {"batch": batch})
+    dead.bury(ingest.container(settings()).executor)
+    clear_caches()
+    # When the sender, which got no answer, sends the batch again
+    reply = post("/v1/batch", {"batch": batch})
+    # Then every event is delivered, and the death published again at most what was in flight
+    assert deaths and reply.outcomes == ["delivered"] * 40
+    assert {e["body"]["marker"] for e in sandbox.state.snapshot()["events"]} == set(range(40))
+    assert 0 < republished(sandbox) <= settings().concurrency
+
+
 # -- rejected events are kept and replayed ------------------------------------------------------
 
 
@@ -505,17 +587,18 @@ def _send(
 
 def _judge(
     sandbox: Sandbox, valid: list[dict[str, Any]], unanswered: set[int]
-) -> tuple[list[str], list[int], list[str]]:
-    """Lost tracks, tracks published twice without a lost answer to explain it (dropped by the
-    sandbox, or never received by a live or dead function), and people or companies whose state
-    differs from applying every valid event once, in the order sent."""
+) -> tuple[list[str], Counter[int], list[str]]:
+    """Lost tracks; how many times each track was published again without a lost answer to explain
+    it (dropped by the sandbox, or never received): a death's doing, each death at most the calls
+    it had in flight; and people or companies whose state differs from applying every valid event
+    once, in the order sent."""
     state = sandbox.state.snapshot()
     published = Counter(e["body"]["marker"] for e in state["events"])
     dropped = {c.body["marker"] for c in sandbox.state.lost_answers if c.operation == "event_publish"}
     excused = dropped | unanswered
     tracks = [e for e in valid if e["type"] == "track"]
     lost = [e["messageId"] for e in tracks if published[e["properties"]["marker"]] == 0]
-    duplicated = [m for m, count in published.items() if count > 1 and m not in excused]
+    duplicated = Counter({m: count - 1 for m, count in published.items() if count > 1 and m not in excused})
     people = {p["Email"]: p for p in state["people"]}
     companies = {c["Name"]: c for c in state["companies"]}
     stale: list[str] = []
@@ -585,10 +668,8 @@ def test_fault_run_loses_duplicates_and_reorders_nothing(sandbox: Sandbox, monke
         dead.kill(ingest.container(settings()).executor)
 
     def buried() -> None:
-        # Once what the dead function had in flight has landed: a run that dies after publishing
-        # lost its own answer, so those markers may appear twice.
+        # Once what the dead function had in flight has landed.
         dead.bury(ingest.container(settings()).executor)
-        unanswered.update(e["body"]["marker"] for e in sandbox.state.snapshot()["events"])
 
     aws = AwsFaults(
         random.Random(seed),
@@ -629,15 +710,17 @@ def test_fault_run_loses_duplicates_and_reorders_nothing(sandbox: Sandbox, monke
     lost, duplicated, stale = _judge(sandbox, [e for e in events if not e["messageId"].startswith("x")], unanswered)
     state = sandbox.state.snapshot()
     lost_answers = len(sandbox.state.lost_answers)
+    bound = len(died) * settings().concurrency  # a death publishes again at most the calls in flight
     print(
         f"\nfault run (seed {seed}): {len(events)} events, last answers {dict(outcomes)}; function died "
         f"{len(died)} times; AWS faults {len(aws.log)}; lost answers from Gainsight {lost_answers}; "
-        f"lost {len(lost)}, duplicated {len(duplicated)}, stale {len(stale)} {stale[:3]}, parked {len(stored())}; "
-        f"Gainsight calls {state['calls']['total']}"
+        f"lost {len(lost)}, published again after deaths {duplicated.total()} (bound {bound}; "
+        f"most of one track {max(duplicated.values(), default=0)}), stale {len(stale)} {stale[:3]}, "
+        f"parked {len(stored())}; Gainsight calls {state['calls']['total']}"
         + (f"\nAWS faults struck: {aws.log}" if os.environ.get("FAULT_DEBUG") else "")
     )
     assert lost == []
-    assert duplicated == []
+    assert duplicated.total() <= bound
     assert stale == []
     assert stored() == []
     assert set(rejected) == {e["messageId"] for e in events if e["messageId"].startswith("x")}

@@ -17,7 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devtools.local import ROOT
+from devtools.local import ROOT, use_handler_path
+
+use_handler_path()
+
+from store import DRAIN_PAGE, PARKED_SHARDS  # noqa: E402
 
 TEMPLATE = ROOT / "template.yaml"
 DOC = ROOT / "docs" / "cost.md"
@@ -38,10 +42,17 @@ DYNAMODB_READ_UNITS_PER_MILLION = 0.125  # on-demand
 PITR_GB_MONTH = 0.20
 SNS_EMAILS_PER_100K = 2.00
 
-# What an idle drain run does (handler/drain.py `drain`): one Query of the queue index that finds
-# nothing (the minimum, half a read unit, for an eventually consistent read) and these metrics.
+# What an idle drain run does (handler/drain.py `drain`): one eventually consistent read of the
+# parked counters and the last pass's summary (half a read unit each), which say nothing changed
+# and nothing is due, and these metrics.
 IDLE_DRAIN_METRICS = ("ParkedEvents", "EventsGaveUp")
-IDLE_QUERY_READ_UNITS = 0.5
+IDLE_READ_UNITS = (PARKED_SHARDS + 1) * 0.5
+# A backlog's reads: a run that reads the queue reads each parked event it passes twice, from the
+# queue index (eventually consistent: half a unit per 4 KB) and its record (consistent: a unit per
+# 4 KB). Estimate: a parked record of about 1 KB (an event is at most 32 KB).
+BACKLOG_EVENTS = 100_000
+RECORD_KB = 1.0
+RUNS_PER_DAY = 1440
 # Estimates, not measured on AWS: an idle run's billed duration and its log lines (START, END,
 # REPORT and the metrics' EMF line).
 IDLE_RUN_SECONDS = 0.1
@@ -149,9 +160,9 @@ def idle_monthly_cost(template: dict[str, Any]) -> list[CostLine]:
             per_run=True,
         ),
         CostLine(
-            "The queue index's empty Query, every run",
-            f"{n} x {IDLE_QUERY_READ_UNITS} read units x ${DYNAMODB_READ_UNITS_PER_MILLION} / 1M",
-            runs * IDLE_QUERY_READ_UNITS * DYNAMODB_READ_UNITS_PER_MILLION / 1e6,
+            f"The parked counters and the drain's summary ({PARKED_SHARDS + 1} items), every run",
+            f"{n} x {IDLE_READ_UNITS} read units x ${DYNAMODB_READ_UNITS_PER_MILLION} / 1M",
+            runs * IDLE_READ_UNITS * DYNAMODB_READ_UNITS_PER_MILLION / 1e6,
             per_run=True,
         ),
         CostLine(
@@ -179,18 +190,52 @@ def _pitr(table: dict[str, Any]) -> bool:
     return bool(table["Properties"].get("PointInTimeRecoverySpecification", {}).get("PointInTimeRecoveryEnabled"))
 
 
+def backlog_daily_cost(events: int = BACKLOG_EVENTS) -> list[CostLine]:
+    """What the drain's reads of a parked backlog cost a day, in the three cases that decide it."""
+    per_event = RECORD_KB / 4 * 0.5 + max(1.0, RECORD_KB / 4)
+    unit = DYNAMODB_READ_UNITS_PER_MILLION / 1e6
+
+    def line(case: str, items: str, units: float) -> CostLine:
+        arithmetic = f"{RUNS_PER_DAY:,} runs x {units:,.1f} read units x ${DYNAMODB_READ_UNITS_PER_MILLION} / 1M"
+        return CostLine(f"{case}: {items}", arithmetic, RUNS_PER_DAY * units * unit)
+
+    return [
+        line("Nothing due, nothing changed since the last pass", f"{PARKED_SHARDS + 1} items", IDLE_READ_UNITS),
+        line(
+            "Due events, the tenant's budget spent every run",
+            f"one page of {DRAIN_PAGE} events",
+            IDLE_READ_UNITS + DRAIN_PAGE * per_event,
+        ),
+        line(
+            "The queue changed every run, yet most events wait behind a few (their first in backoff)",
+            f"all {events:,} events",
+            IDLE_READ_UNITS + events * per_event,
+        ),
+    ]
+
+
 def total(lines: Sequence[CostLine]) -> float:
     return sum(line.dollars for line in lines)
 
 
-def render(lines: Sequence[CostLine]) -> str:
-    """The markdown table docs/cost.md holds between its markers."""
+def render(lines: Sequence[CostLine], backlog: Sequence[CostLine] = ()) -> str:
+    """The markdown tables docs/cost.md holds between its markers: the idle month, and what the
+    drain's reads of a backlog cost a day."""
     rows = [
         "| Item | Arithmetic | USD / month |",
         "| --- | --- | ---: |",
         *(f"| {line.item} | {line.arithmetic} | {dollars(line.dollars)} |" for line in lines),
         f"| **Total** | | **{dollars(total(lines))}** |",
     ]
+    if backlog:
+        rows += [
+            "",
+            f"A backlog of {BACKLOG_EVENTS:,} parked events: the drain's reads a day, by what each run finds.",
+            "",
+            "| Each run | Arithmetic | USD / day |",
+            "| --- | --- | ---: |",
+            *(f"| {line.item} | {line.arithmetic} | {dollars(line.dollars)} |" for line in backlog),
+        ]
     return "\n".join(rows)
 
 
@@ -217,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.cost", description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help=f"rewrite the table in {DOC.relative_to(ROOT)}")
     args = parser.parse_args(argv)
-    table = render(idle_monthly_cost(load_template()))
+    table = render(idle_monthly_cost(load_template()), backlog_daily_cost())
     if args.write:
         write(DOC, table)
         print(f"{DOC.relative_to(ROOT)}: idle-cost table rewritten")

@@ -32,6 +32,7 @@ from devtools.stack import OperatorError, add_arguments, aws_for, aws_sentence, 
 
 use_handler_path()
 
+import record  # noqa: E402
 from record import seq_before  # noqa: E402
 from store import DONE, PARKED, REJECTED, EventStore, Stored, StoreError  # noqa: E402
 
@@ -86,7 +87,7 @@ def payload_lines(stored: Stored) -> list[str]:
 def arrival(seq: str) -> str:
     """When the event was first accepted, from its sequence (nanoseconds since the epoch first)."""
     try:
-        seconds = int(seq.split(".", 1)[0]) / 1e9
+        seconds = record.arrival(seq)
     except ValueError:
         return "unknown"
     return _iso(seconds)

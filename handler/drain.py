@@ -5,7 +5,8 @@ failed attempt means for an event: tried again later, or given up."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +22,7 @@ from ingest import PARKING_RESERVE_SECONDS, SAFETY_MARGIN_SECONDS, Container, co
 from observability import logger, metrics
 from record import Record
 from settings import Settings, settings
-from store import DONE, REJECTED, Settled, Stored, StoreError
-
-DRAIN_PAGE = 400
+from store import DONE, DRAIN_PAGE, REJECTED, QueueState, Settled, Stored, StoreError
 
 
 @dataclass
@@ -36,6 +35,11 @@ class DrainReport:
     gave_up: int = 0
     waiting_for_operator: int = 0  # failed for the configuration or a credential: never an attempt
     pages: int = 0
+    idle: bool = False  # nothing changed since the last complete pass and nothing was due: not read
+    next_due: float = math.inf  # wall-clock time the first event this run saw waiting is due
+
+    def due_at(self, when: float) -> None:
+        self.next_due = min(self.next_due, when)
 
 
 def drain(remaining_seconds: float, clock: Clock | None = None) -> DrainReport:
@@ -52,55 +56,27 @@ def drain(remaining_seconds: float, clock: Clock | None = None) -> DrainReport:
         metrics.add_metric(name="ConfigurationErrors", unit=MetricUnit.Count, value=1)
         return report
     deadline = started + max(0.0, min(config.drain_budget_seconds, remaining_seconds - SAFETY_MARGIN_SECONDS))
-    # Events this young are left alone: their request may still be parking older ones.
-    cutoff = record.seq_before(clock.wall() - config.drain_settle_seconds)
+    try:
+        queue = parts.store.queue_state(deadline)
+    except StoreError as error:
+        logger.error("event store unavailable", extra={"reason": error.message})
+        return report
+    if not parts.unsettled and queue.nothing_due(clock.wall()):
+        return _idle(queue, clock, report)
     if parts.unsettled:
         left = parts.store.settle(list(parts.unsettled.values()), deadline)
         parts.unsettled = {event_id: item for event_id, item in parts.unsettled.items() if event_id in left}
-    blocked: set[str] = set()
-    start: Mapping[str, Any] | None = None
+    # Delivered or rejected but not yet recorded as such: they hold their entities until they are.
+    blocked = {e for item in parts.unsettled.values() for e in item.stored.record.entities}
     calls = CallLog()
-    seen: list[Record] = []
-    outcomes: dict[int, Outcome] = {}
-    # Another page only while a call could still start: reading one after that is reads for nothing.
-    while clock.monotonic() < deadline - PARKING_RESERVE_SECONDS - MIN_ATTEMPT_SECONDS:
+    seen, outcomes, oldest, complete = _pass(
+        config=config, parts=parts, deadline=deadline, clock=clock, calls=calls, blocked=blocked, report=report
+    )
+    if complete:
         try:
-            page, start = parts.store.parked_page(cutoff, start, DRAIN_PAGE)
-            current = parts.store.still_parked(page, deadline) if page else []
-        except StoreError as error:
-            logger.error("event store unavailable", extra={"reason": error.message})
-            break
-        report.pages += 1
-        report.parked += len(current)
-        now = clock.wall()
-        if current and report.pages == 1:
-            metrics.add_metric(
-                name="OldestParkedSeconds", unit=MetricUnit.Seconds, value=round(now - _accepted_at(current[0]), 1)
-            )
-        ready: list[Stored] = []
-        for stored in current:
-            unsettled = stored.record.event_id in parts.unsettled
-            if unsettled or blocked.intersection(stored.record.entities) or stored.due > now:
-                blocked.update(stored.record.entities)
-                report.waiting += 1
-            else:
-                ready.append(stored)
-        if ready:
-            page_outcomes = _drain_page(
-                ready,
-                config=config,
-                parts=parts,
-                deadline=deadline,
-                calls=calls,
-                blocked=blocked,
-                report=report,
-                clock=clock,
-            )
-            offset = len(seen)
-            seen += [dataclasses.replace(s.record, index=offset + n) for n, s in enumerate(ready)]
-            outcomes |= {offset + n: page_outcomes[n] for n in range(len(ready))}
-        if start is None:
-            break
+            parts.store.note_pass(queue.changes, report.next_due, oldest)
+        except StoreError as error:  # the next run reads the queue again
+            logger.warning("drain pass could not be noted", extra={"reason": error.message})
     metrics.add_metric(name="ParkedEvents", unit=MetricUnit.Count, value=report.parked)
     metrics.add_metric(name="EventsGaveUp", unit=MetricUnit.Count, value=report.gave_up)
     if seen:
@@ -115,8 +91,101 @@ def drain(remaining_seconds: float, clock: Clock | None = None) -> DrainReport:
     return report
 
 
-def _accepted_at(stored: Stored) -> float:
-    return int(stored.record.seq.split(".", 1)[0]) / 1e9
+def _pass(
+    *,
+    config: Settings,
+    parts: Container,
+    deadline: float,
+    clock: Clock,
+    calls: CallLog,
+    blocked: set[str],
+    report: DrainReport,
+) -> tuple[list[Record], dict[int, Outcome], str | None, bool]:
+    """One pass over the queue, oldest first, page by page: every record delivered (renumbered in
+    the order seen) with its outcome, the oldest parked event's sequence, and whether the pass got
+    to the end of the queue."""
+    start: Mapping[str, Any] | None = None
+    seen: list[Record] = []
+    outcomes: dict[int, Outcome] = {}
+    oldest: str | None = None
+    complete = False  # the run read the queue to its end
+    # Another page only while a call could still start: reading one after that is reads for nothing.
+    while clock.monotonic() < deadline - PARKING_RESERVE_SECONDS - MIN_ATTEMPT_SECONDS:
+        try:
+            page, start = parts.store.parked_page("~", start, DRAIN_PAGE)
+            current = parts.store.still_parked(page, deadline) if page else []
+        except StoreError as error:
+            logger.error("event store unavailable", extra={"reason": error.message})
+            break
+        report.pages += 1
+        report.parked += len(current)
+        now = clock.wall()
+        if current and oldest is None:
+            oldest = current[0].record.seq
+            age = round(now - record.arrival(oldest), 1)
+            metrics.add_metric(name="OldestParkedSeconds", unit=MetricUnit.Seconds, value=age)
+        ready = _ready(current, now, config.drain_settle_seconds, blocked, report)
+        if ready:
+            page_outcomes = _drain_page(
+                ready,
+                config=config,
+                parts=parts,
+                deadline=deadline,
+                calls=calls,
+                blocked=blocked,
+                report=report,
+                clock=clock,
+            )
+            offset = len(seen)
+            seen += [dataclasses.replace(s.record, index=offset + n) for n, s in enumerate(ready)]
+            outcomes |= {offset + n: page_outcomes[n] for n in range(len(ready))}
+            if _spent(page_outcomes.values()):
+                break  # the rest of the queue is not read for nothing
+        if start is None:
+            complete = True
+            break
+    return seen, outcomes, oldest, complete
+
+
+def _spent(outcomes: Iterable[Outcome]) -> bool:
+    """No call can be made this run (its time or the tenant's budget is spent), or every event tried
+    on a page failed (Gainsight is down, or refuses our key): the next page would fare no better."""
+    tried = [o for o in outcomes if o.code != "held"]
+    return any(o.code in OUT_OF_BUDGET for o in tried) or (bool(tried) and all(o.outcome == "failed" for o in tried))
+
+
+def _idle(queue: QueueState, clock: Clock, report: DrainReport) -> DrainReport:
+    """The backlog is as the last complete pass left it, and none of it is due: it is not read."""
+    report.idle, report.parked = True, queue.parked
+    if queue.oldest_seq is not None and queue.parked:
+        age = clock.wall() - record.arrival(queue.oldest_seq)
+        metrics.add_metric(name="OldestParkedSeconds", unit=MetricUnit.Seconds, value=round(age, 1))
+    metrics.add_metric(name="ParkedEvents", unit=MetricUnit.Count, value=queue.parked)
+    metrics.add_metric(name="EventsGaveUp", unit=MetricUnit.Count, value=0)
+    return report
+
+
+def _ready(
+    current: list[Stored], now: float, settle_seconds: float, blocked: set[str], report: DrainReport
+) -> list[Stored]:
+    """The page's events to try now: due, and first in line for each of their entities. The others
+    wait, holding their entities; the run notes when the first of those in line is due."""
+    # Events this young are left alone: their request may still be parking older ones.
+    cutoff = record.seq_before(now - settle_seconds)
+    ready: list[Stored] = []
+    for stored in current:
+        first_in_line = not blocked.intersection(stored.record.entities)
+        young = stored.record.seq >= cutoff
+        if first_in_line and young:
+            report.due_at(record.arrival(stored.record.seq) + settle_seconds)
+        elif first_in_line and stored.due > now:
+            report.due_at(stored.due)
+        if first_in_line and not young and stored.due <= now:
+            ready.append(stored)
+        else:
+            blocked.update(stored.record.entities)
+            report.waiting += 1
+    return ready
 
 
 def _drain_page(
@@ -180,20 +249,27 @@ def _drain_page(
         if outcome.operator:
             report.waiting_for_operator += 1
         elif not own and not (n in written and not stored.record.link_only):
+            if outcome.code != "held":  # one held waits behind an older event, which says when it is due
+                report.due_at(stored.due)
             continue  # it waited for the budget, for time or behind an older event: parked as it was, due now
+        if n in written and not stored.record.link_only:
+            report.due_at(clock.wall())  # its company's later events are first in line now
         # A cause an operator must fix is tried again at the same backoff, without counting an attempt.
         backoff = _backoff(stored.attempts + 1 if own else stored.waits + 1 if outcome.operator else 0, config)
+        due = clock.wall() + backoff
         try:
             parts.store.retry_later(
                 stored,
-                due=clock.wall() + backoff,
+                due=due,
                 own_failure=own,
                 operator=outcome.operator,
                 link_only=n in written,
                 reason=outcome.error,
                 code=outcome.code,
             )
+            report.due_at(due)
         except StoreError as error:  # it is tried again on the next pass, which is safe
+            report.due_at(stored.due)
             logger.warning("retry could not be scheduled", extra={"reason": error.message})
             if n in written and not stored.record.link_only:
                 # It will write its company's older traits again: the newer group events of that
@@ -202,6 +278,11 @@ def _drain_page(
     settled = [
         item for item in settled if not (item.state == DONE and rewrite.intersection(item.stored.record.entities))
     ]
+    _settle(settled, parts, deadline, keys)
+    return outcomes
+
+
+def _settle(settled: list[Settled], parts: Container, deadline: float, keys: Mapping[str, str]) -> None:
     unsettled = parts.store.settle(settled, deadline, keys) if settled else set()
     if unsettled:
         # Delivered or rejected, but not recorded: this container remembers them and records them
@@ -210,12 +291,13 @@ def _drain_page(
         parts.unsettled |= {
             item.stored.record.event_id: item for item in settled if item.stored.record.event_id in unsettled
         }
-    return outcomes
 
 
 # Waiting behind another event, for quota or time, or for the event store to record what went
 # before it, is never the event's own failure.
 NOT_OWN_FAILURES = frozenset({"held", "budget_exhausted", "quota", "GU_2400", "store_unavailable"})
+# The run's time or the tenant's budget is spent: no further call can be made this run.
+OUT_OF_BUDGET = frozenset({"budget_exhausted", "quota"})
 
 
 def _backoff(attempts: int, config: Settings) -> float:

@@ -47,6 +47,15 @@ def seq_before(wall_seconds: float) -> str:
     return f"{int(wall_seconds * 1e9):020d}"
 
 
+def arrival(seq: str) -> float:
+    """When an event was accepted (wall-clock seconds), from its sequence.
+
+    Raises:
+        ValueError: for a string that is not a sequence.
+    """
+    return int(seq.split(".", 1)[0]) / 1e9
+
+
 def entities_of(
     event: Mapping[str, Any], destination: Destination | None = None, *, link_only: bool = False
 ) -> tuple[str, ...]:

@@ -8,7 +8,11 @@ Items, all in one table (pk, sk):
 - `entity#<digest(entity)>` / `head`: how many parked events name this entity. A request reads the
   heads of its events' entities (one BatchGetItem per 100) to know which must wait.
 - `parked#<n>` / `count`: PARKED_SHARDS counters whose sum is the number of parked events; while
-  it is 0 (the usual case) a request does not need the heads at all.
+  it is 0 (the usual case) a request does not need the heads at all. Beside it, `changes`: how many
+  transactions parked, settled or replayed events through this counter.
+- `drain` / `summary`: what the drain's last complete pass found (the changes it started from, when
+  the next parked event is due): a run that finds nothing changed and nothing due reads only this
+  and the counters, whatever the backlog.
 
 A parked record and its entities' heads are written by one transaction, and removed (the record
 turned into a `done` or `rejected` record) by one transaction: they cannot drift apart. Nothing else
@@ -40,11 +44,13 @@ BATCH_GET = 100
 # Items per read of the queue index. DynamoDB answers at most 1 MB a read: a drain page is read in
 # as many answers as it takes, so the drain merges across the whole page whatever the events' size.
 QUERY_LIMIT = 100
+DRAIN_PAGE = 400  # parked events the drain reads (and delivers, merged per person) at a time
 BATCH_WRITE = 25
 HEAD_TTL_SECONDS = 30 * 24 * 3600  # a head untouched this long has no parked event left in practice
 # How many events are parked in all, as a few counters (a transaction picks one, so concurrent
 # transactions rarely touch the same item). While it is 0, a request skips reading entity heads.
 PARKED_SHARDS = 8
+SUMMARY = {"pk": {"S": "drain"}, "sk": {"S": "summary"}}  # the drain's last complete pass
 LANES = 8  # transactions of one request or drain run in flight at once (each lane in order)
 RETRYABLE_CODES = frozenset(
     {
@@ -99,6 +105,28 @@ class Seen:
     blocked: frozenset[str]  # entities with parked events
     states: Mapping[str, Stored]  # event id -> its record, for the ids that have one
     also: tuple[dict[str, Any], ...] = ()  # the items of `also`, in its order ({} for one that does not exist)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    """The parked counters, and the drain's last complete pass over the queue."""
+
+    parked: int  # events parked now
+    changes: int  # transactions that parked, settled or replayed events, ever
+    last_pass: Mapping[str, Any]  # the summary item ({} before the first pass)
+
+    def nothing_due(self, now: float) -> bool:
+        """Nothing changed since the last complete pass, and no event it saw is due yet."""
+        if not self.last_pass:
+            return False
+        seen = int(self.last_pass.get("changes", {}).get("N", "-1"))
+        due = float(self.last_pass.get("nextDue", {}).get("N", "0"))
+        return seen == self.changes and now < due
+
+    @property
+    def oldest_seq(self) -> str | None:
+        """The oldest parked event's arrival sequence, as the last pass found it."""
+        return self.last_pass.get("oldest", {}).get("S") or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +267,32 @@ class EventStore:
         """Up to `limit` events of `state` (parked or rejected), and of `code` if given, accepted in
         [since_seq, until_seq], newest first (index reads): what an operator looks at first."""
         return self._queue_page(state, {"lo": since_seq, "hi": until_seq}, None, limit, newest_first=True, code=code)[0]
+
+    def queue_state(self, deadline: float) -> QueueState:
+        """The parked counters and the last pass's summary, in one read of PARKED_SHARDS + 1 items
+        (eventually consistent: a change missed now is seen by the next run).
+
+        Raises:
+            StoreError: when the table cannot be read before the deadline.
+        """
+        counters = [_key(f"parked#{n}", "count") for n in range(PARKED_SHARDS)]
+        items = self._get([*counters, SUMMARY], deadline, consistent=False)
+        summary = next((item for item in items if item["sk"]["S"] == "summary"), {})
+        parked = sum(int(i.get("parked", {}).get("N", "0")) for i in items if i["sk"]["S"] == "count")
+        changes = sum(int(i.get("changes", {}).get("N", "0")) for i in items if i["sk"]["S"] == "count")
+        return QueueState(parked, changes, summary)
+
+    def note_pass(self, changes: int, next_due: float, oldest_seq: str | None) -> None:
+        """Remember a complete pass over the queue: the changes it started from, and when the first
+        parked event it saw waiting on time is due (math.inf: none).
+
+        Raises:
+            StoreError: when it cannot be written (the next run then reads the queue again).
+        """
+        item = SUMMARY | {"changes": {"N": str(changes)}, "nextDue": {"N": f"{min(next_due, 1e12):.3f}"}}
+        if oldest_seq is not None:
+            item["oldest"] = {"S": oldest_seq}
+        self._call("put_item", TableName=self.table, Item=item)
 
     def still_parked(self, page: Sequence[Stored], deadline: float) -> list[Stored]:
         """The page's records as they are now (consistent reads): the index may lag behind a release."""
@@ -420,8 +474,8 @@ class EventStore:
                 "Update": {
                     "TableName": self.table,
                     "Key": _key(f"parked#{shard}", "count"),
-                    "UpdateExpression": "ADD parked :change",
-                    "ExpressionAttributeValues": {":change": {"N": str(change)}},
+                    "UpdateExpression": "ADD parked :change, changes :one",
+                    "ExpressionAttributeValues": {":change": {"N": str(change)}, ":one": {"N": "1"}},
                 }
             }
         ]
@@ -512,10 +566,10 @@ class EventStore:
                     return _failed(pending, f"event store unavailable ({code})")
         return {}
 
-    def _get(self, keys: list[dict[str, Any]], deadline: float) -> list[dict[str, Any]]:
+    def _get(self, keys: list[dict[str, Any]], deadline: float, *, consistent: bool = True) -> list[dict[str, Any]]:
         def batch(chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
             found: list[dict[str, Any]] = []
-            request = {self.table: {"Keys": chunk, "ConsistentRead": True}}
+            request = {self.table: {"Keys": chunk, "ConsistentRead": consistent}}
             attempt = 0
             while request:
                 reply = self._call("batch_get_item", deadline=deadline, RequestItems=request)

@@ -20,7 +20,7 @@ def test_the_docs_table_is_what_the_template_costs(template) -> None:
     # Given the table docs/cost.md shows
     shown = cost.table_in_doc(cost.DOC.read_text())
     # Then it is the one computed from template.yaml now (python -m devtools.cost --write rewrites it)
-    assert shown == cost.render(cost.idle_monthly_cost(template))
+    assert shown == cost.render(cost.idle_monthly_cost(template), cost.backlog_daily_cost())
 
 
 def test_the_readme_states_the_idle_cost_the_template_gives(template) -> None:
@@ -72,3 +72,12 @@ def test_an_idle_drain_run_puts_exactly_the_metrics_the_cost_counts(sandbox, fak
     # Then it put the metrics the idle cost prices, and no other
     assert report.parked == 0
     assert set(metrics.metric_set) == set(cost.IDLE_DRAIN_METRICS)
+    # And the next run, nothing having changed, reads only the items the idle cost prices
+    import ingest
+    from settings import settings
+    from store import PARKED_SHARDS
+    from tests.helpers import dynamodb_requests
+
+    calls = dynamodb_requests(ingest.container(settings()).store.dynamodb)
+    assert drain.drain(50).idle
+    assert calls == ["BatchGetItem"] and cost.IDLE_READ_UNITS == (PARKED_SHARDS + 1) * 0.5

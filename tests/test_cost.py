@@ -29,6 +29,15 @@ def test_the_readme_states_the_idle_cost_the_template_gives(template) -> None:
     assert f"costs about ${figure} a month at list price" in " ".join(readme.split())
 
 
+def test_the_readme_states_what_a_backlog_costs_as_devtools_cost_computes_it() -> None:
+    readme = " ".join((cost.ROOT / "README.md").read_text().split())
+    idle, budget_bound, worst = cost.backlog_daily_cost()
+    assert f"{cost.BACKLOG_EVENTS:,}-event backlog" in readme
+    assert f"about ${cost.dollars(budget_bound.dollars)} a day in reads when the quota" in readme
+    assert f"about ${cost.dollars(worst.dollars)} a day in the worst case" in readme
+    assert f"reads {idle.item.split(': ')[1]}, whatever the backlog" in readme
+
+
 def test_the_idle_cost_counts_the_templates_alarms_dashboard_and_schedule(template) -> None:
     lines = {line.item.split(" (")[0].split(":")[0]: line for line in cost.idle_monthly_cost(template)}
     alarms = [r for r in template["Resources"].values() if r["Type"] == "AWS::CloudWatch::Alarm"]

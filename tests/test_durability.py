@@ -136,6 +136,34 @@ def test_once_publishes_cannot_be_recorded_no_more_are_made_and_the_rest_wait(sa
     assert sorted(e["body"]["marker"] for e in sandbox.state.snapshot()["events"]) == list(range(20))
 
 
+def test_a_track_delivered_beside_one_whose_parking_failed_is_not_published_again(
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given Ada's two track events in one batch, Gainsight taking only one call (429 for the
+    # other), and DynamoDB throttling every transaction until the request's deadline
+    monkeypatch.setenv("GAINSIGHT_MAX_RETRIES", "0")
+    monkeypatch.setenv("DELIVERY_BUDGET_SECONDS", "3")
+    clear_caches()
+    sandbox.state.faults.quota_per_minute = 1
+    faults = AwsFaults(random.Random(1), error_rate=1.0, only=frozenset({"TransactWriteItems"}))
+    faults.install(handler_dynamodb())
+    batch = {"batch": [track(message_id=f"t{n}", marker=n) | {"userId": "u1"} for n in (1, 2)]}
+    # When the batch arrives, the one that failed cannot be parked, so the sender is told 503
+    first = post("/v1/batch", batch)
+    assert first.status == 503 and sorted(first.outcomes) == ["delivered", "failed"]
+    # and the sender resends it once DynamoDB and Gainsight are well again
+    faults.error_rate = 0.0
+    sandbox.state.faults.quota_per_minute = None
+    again = post("/v1/batch", batch)
+    # Then the one delivered first was recorded as such: answered delivered, not published again
+    delivered = first.outcomes.index("delivered")
+    assert again.outcomes[delivered] == "delivered"
+    published = Counter(e["body"]["marker"] for e in sandbox.state.snapshot()["events"])
+    assert published[delivered + 1] == 1 and max(published.values()) == 1
+    # (the other waits, parked, for the budget Gainsight's 429 took: it is the drain's, once)
+    assert again.outcomes[1 - delivered] in ("delivered", "deferred")
+
+
 def test_the_drain_does_not_publish_again_what_it_delivered_but_could_not_settle(sandbox: Sandbox) -> None:
     # Given a parked track, and the drain's settling transaction failing once it has published it
     sandbox.fail(Fault(status=503, operation="event_publish", times=4))

@@ -21,7 +21,7 @@ from devtools.local import ROOT, use_handler_path
 
 use_handler_path()
 
-from store import DRAIN_PAGE, PARKED_SHARDS  # noqa: E402
+from store import DRAIN_PAGE, QUEUE_STATE_ITEMS  # noqa: E402
 
 TEMPLATE = ROOT / "template.yaml"
 DOC = ROOT / "docs" / "cost.md"
@@ -42,11 +42,11 @@ DYNAMODB_READ_UNITS_PER_MILLION = 0.125  # on-demand
 PITR_GB_MONTH = 0.20
 SNS_EMAILS_PER_100K = 2.00
 
-# What an idle drain run does (handler/drain.py `drain`): one eventually consistent read of the
-# parked counters and the last pass's summary (half a read unit each), which say nothing changed
-# and nothing is due, and these metrics.
+# What an idle drain run does (handler/drain.py `drain`): one eventually consistent read (half a
+# read unit an item) of the parked counters, the last pass's summary and the state watch, which say
+# nothing changed and nothing is due, and these metrics.
 IDLE_DRAIN_METRICS = ("ParkedEvents", "EventsGaveUp")
-IDLE_READ_UNITS = (PARKED_SHARDS + 1) * 0.5
+IDLE_READ_UNITS = QUEUE_STATE_ITEMS * 0.5
 # A backlog's reads: a run that reads the queue reads each parked event it passes twice, from the
 # queue index (eventually consistent: half a unit per 4 KB) and its record (consistent: a unit per
 # 4 KB). Estimate: a parked record of about 1 KB (an event is at most 32 KB).
@@ -160,7 +160,7 @@ def idle_monthly_cost(template: dict[str, Any]) -> list[CostLine]:
             per_run=True,
         ),
         CostLine(
-            f"The parked counters and the drain's summary ({PARKED_SHARDS + 1} items), every run",
+            f"The parked counters, the drain's summary, the state watch ({QUEUE_STATE_ITEMS} items), every run",
             f"{n} x {IDLE_READ_UNITS} read units x ${DYNAMODB_READ_UNITS_PER_MILLION} / 1M",
             runs * IDLE_READ_UNITS * DYNAMODB_READ_UNITS_PER_MILLION / 1e6,
             per_run=True,
@@ -200,7 +200,7 @@ def backlog_daily_cost(events: int = BACKLOG_EVENTS) -> list[CostLine]:
         return CostLine(f"{case}: {items}", arithmetic, RUNS_PER_DAY * units * unit)
 
     return [
-        line("Nothing due, nothing changed since the last pass", f"{PARKED_SHARDS + 1} items", IDLE_READ_UNITS),
+        line("Nothing due, nothing changed since the last pass", f"{QUEUE_STATE_ITEMS} items", IDLE_READ_UNITS),
         line(
             "Due events, the tenant's budget spent every run",
             f"one page of {DRAIN_PAGE} events",

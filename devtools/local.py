@@ -225,7 +225,8 @@ def drain(*, runs: int = 1, hours_between: float = 2.0) -> dict[str, int]:
 
         report = drain_module.drain(60.0, clock=dataclasses.replace(ingest.clock, wall=later))
         for key, value in vars(report).items():
-            totals[key] = totals.get(key, 0) + value
+            if isinstance(value, int):  # the counts (a time, like next_due, is not summed)
+                totals[key] = totals.get(key, 0) + value
     return totals
 
 

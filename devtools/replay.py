@@ -2,6 +2,8 @@
 events that gave up retrying): they are parked again at their own place in the arrival order, and
 the drain delivers them in order, each before any later event of its person or company. A run that
 dies can be run again as it was: what it parked is not parked twice, and what is left keeps its order.
+What a later delivered event superseded is not applied over it: such an identify is left (kept as
+`superseded`), such a group event gives only the person's link.
 
     make replay ENV=dev DRY_RUN=1                                  # count them, by reason
     make replay ENV=dev CODE=no_event_name_mapping
@@ -18,6 +20,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from devtools import stack
@@ -27,24 +30,39 @@ from devtools.local import use_handler_path
 use_handler_path()
 
 from record import seq_before  # noqa: E402
-from store import EventStore, Stored  # noqa: E402
+from store import SUPERSEDED, EventStore, Stored  # noqa: E402
 
 
 def rejected(store: EventStore, since: float, until: float, codes: Sequence[str]) -> Iterator[Stored]:
-    """Rejected events accepted in [since, until), oldest first, with one of `codes` (any if none)."""
+    """Rejected events accepted in [since, until), oldest first, with one of `codes` (any but
+    `superseded` if none: those are left unless asked for by name)."""
     start = None
     while True:
         page, start = store.rejected_page(seq_before(since), seq_before(until), start)
-        yield from (s for s in page if not codes or s.code in codes)
+        yield from (s for s in page if s.code in codes or (not codes and s.code != SUPERSEDED))
         if start is None:
             return
 
 
-def replay(store: EventStore, events: Sequence[Stored]) -> tuple[int, int]:
-    """Park the events (oldest first) again, in their original order; (replayed, left): those left
-    could not be parked now and stay rejected, in order behind the first of their person that failed."""
-    failed = store.replay(events, time.monotonic() + 60)
-    return len(events) - len(failed), len(failed)
+@dataclass(frozen=True)
+class Replayed:
+    replayed: int  # parked again, at their place in the arrival order
+    superseded: int  # identify events a later delivered identify of the same email superseded: left
+    left: int  # could not be parked now: still rejected, behind the first of their person that failed
+
+
+def replay(store: EventStore, events: Sequence[Stored]) -> Replayed:
+    """Park the events (oldest first) again, in their original order. An identify that a later
+    delivered identify of the same email superseded is left (kept as `superseded`): applying it
+    now would put older values over newer ones. A group event whose company a later delivered
+    group event wrote is replayed for the person's link only."""
+    deadline = time.monotonic() + 60
+    newer = store.superseded(events, deadline)
+    skipped = [s for s in events if s.record.event_id in newer and s.record.kind == "identify"]
+    store.supersede(skipped)
+    going = [s for s in events if s not in skipped]
+    failed = store.replay(going, deadline, link_only=newer)
+    return Replayed(len(going) - len(failed), len(skipped), len(failed))
 
 
 def _time(value: str) -> float:
@@ -87,11 +105,15 @@ def _run(args: argparse.Namespace, local: stack.LocalStack | None) -> int:
     if args.dry_run:
         print(f"{len(events)} rejected events would be replayed ({detail}); nothing changed")
         return 0
-    replayed, left = replay(store, events)
-    if left:
-        print(f"replayed {replayed} events ({detail}); {left} left rejected: run the same command again")
+    done = replay(store, events)
+    superseded = f"; {done.superseded} left as {SUPERSEDED} (a later event was delivered)" if done.superseded else ""
+    if done.left:
+        print(
+            f"replayed {done.replayed} of {len(events)} events ({detail}){superseded}; "
+            f"{done.left} left rejected: run the same command again"
+        )
         return 1
-    print(f"replayed {replayed} events ({detail})")
+    print(f"replayed {done.replayed} of {len(events)} events ({detail}){superseded}")
     return 0
 
 

@@ -22,7 +22,7 @@ from ingest import PARKING_RESERVE_SECONDS, SAFETY_MARGIN_SECONDS, Container, co
 from observability import logger, metrics
 from record import Record
 from settings import Settings, settings
-from store import DONE, DRAIN_PAGE, REJECTED, QueueState, Settled, Stored, StoreError
+from store import DONE, DRAIN_PAGE, REJECTED, STATE_KINDS, QueueState, Settled, Stored, StoreError
 
 
 @dataclass
@@ -36,10 +36,10 @@ class DrainReport:
     waiting_for_operator: int = 0  # failed for the configuration or a credential: never an attempt
     pages: int = 0
     idle: bool = False  # nothing changed since the last complete pass and nothing was due: not read
-    next_due: float = math.inf  # wall-clock time the first event this run saw waiting is due
+    next_due: float | None = None  # wall-clock time the first event this run saw waiting is due
 
     def due_at(self, when: float) -> None:
-        self.next_due = min(self.next_due, when)
+        self.next_due = when if self.next_due is None else min(self.next_due, when)
 
 
 def drain(remaining_seconds: float, clock: Clock | None = None) -> DrainReport:
@@ -70,11 +70,18 @@ def drain(remaining_seconds: float, clock: Clock | None = None) -> DrainReport:
     blocked = {e for item in parts.unsettled.values() for e in item.stored.record.entities}
     calls = CallLog()
     seen, outcomes, oldest, complete = _pass(
-        config=config, parts=parts, deadline=deadline, clock=clock, calls=calls, blocked=blocked, report=report
+        config=config,
+        parts=parts,
+        deadline=deadline,
+        clock=clock,
+        calls=calls,
+        blocked=blocked,
+        report=report,
+        watching=parts.store.watching(queue.watch),
     )
     if complete:
         try:
-            parts.store.note_pass(queue.changes, report.next_due, oldest)
+            parts.store.note_pass(queue.changes, math.inf if report.next_due is None else report.next_due, oldest)
         except StoreError as error:  # the next run reads the queue again
             logger.warning("drain pass could not be noted", extra={"reason": error.message})
     metrics.add_metric(name="ParkedEvents", unit=MetricUnit.Count, value=report.parked)
@@ -100,6 +107,7 @@ def _pass(
     calls: CallLog,
     blocked: set[str],
     report: DrainReport,
+    watching: bool,
 ) -> tuple[list[Record], dict[int, Outcome], str | None, bool]:
     """One pass over the queue, oldest first, page by page: every record delivered (renumbered in
     the order seen) with its outcome, the oldest parked event's sequence, and whether the pass got
@@ -135,6 +143,7 @@ def _pass(
                 blocked=blocked,
                 report=report,
                 clock=clock,
+                watching=watching,
             )
             offset = len(seen)
             seen += [dataclasses.replace(s.record, index=offset + n) for n, s in enumerate(ready)]
@@ -198,6 +207,7 @@ def _drain_page(
     blocked: set[str],
     report: DrainReport,
     clock: Clock,
+    watching: bool,
 ) -> dict[int, Outcome]:
     records = [dataclasses.replace(s.record, index=n) for n, s in enumerate(ready)]
     lanes = record.components(records, companies=True)
@@ -278,8 +288,29 @@ def _drain_page(
     settled = [
         item for item in settled if not (item.state == DONE and rewrite.intersection(item.stored.record.entities))
     ]
+    settled = _watch_state(settled, parts, watching, deadline)
     _settle(settled, parts, deadline, keys)
     return outcomes
+
+
+def _watch_state(settled: list[Settled], parts: Container, watching: bool, deadline: float) -> list[Settled]:
+    """Before identify or group events are settled: those rejected turn the watch on (or, when it
+    cannot be, stay parked for the next run), and while it is on those delivered leave watermarks,
+    so that a replay leaves a rejected event a later delivered one superseded."""
+    rejected = [s.stored.record for s in settled if s.state == REJECTED and s.stored.record.kind in STATE_KINDS]
+    try:
+        parts.store.watch_state(rejected)
+    except StoreError as error:
+        logger.warning("rejected events left parked", extra={"reason": error.message})
+        settled = [s for s in settled if s.stored.record not in rejected]
+        rejected = []
+    delivered = [s.stored.record for s in settled if s.state == DONE and s.stored.record.kind in STATE_KINDS]
+    if delivered and (watching or rejected) and (unnoted := parts.store.note_state(delivered, deadline)):
+        logger.error(
+            "delivered events could not be noted for replays",
+            extra={"events": len(unnoted), "reason": next(iter(unnoted.values()))},
+        )
+    return settled
 
 
 def _settle(settled: list[Settled], parts: Container, deadline: float, keys: Mapping[str, str]) -> None:

@@ -31,7 +31,7 @@ from quota import KEY as QUOTA_KEY
 from quota import Budget, SharedQuota
 from record import Record
 from settings import Settings, settings
-from store import DONE, REJECTED, EventStore, Seen, Settled, StoreError
+from store import DONE, REJECTED, STATE_KINDS, STATE_WATCH, EventStore, Seen, Settled, StoreError
 
 KNOWN_TYPES = frozenset({"identify", "group", "track", "page", "screen", "alias"})
 SAFETY_MARGIN_SECONDS = 1.0  # of the Lambda's remaining time, left to answer
@@ -187,7 +187,7 @@ def accept(
             outcomes[r.index] = Outcome("deferred", 202, f"queued for retry: {stored.reason or WAITING}", "deferred")
         else:
             fresh.append(r)
-    (quota_item,) = seen.also
+    quota_item, watch = seen.also
     delivered_by = answer_by - PARKING_RESERVE_SECONDS
     # Written from a delivery thread: the store must not wait on the pool that thread belongs to.
     serial = parts.store.serial()
@@ -211,6 +211,7 @@ def accept(
         written=done.written,
         recorded=done.recorded,
         was_rejected=was_rejected,
+        watching=parts.store.watching(watch),
         store=parts.store,
         deadline=answer_by,
     )
@@ -233,7 +234,7 @@ def _seen(candidates: Sequence[Record], store: EventStore, deadline: float) -> S
     sender's retry of an event applied or parked already must not be applied or parked again. The
     shared budget is read with them: its first reservation then needs no read of its own."""
     entities = {e for r in candidates for e in r.entities}
-    return store.lookup(entities, [r.event_id for r in candidates], deadline, also=[QUOTA_KEY])
+    return store.lookup(entities, [r.event_id for r in candidates], deadline, also=[QUOTA_KEY, STATE_WATCH])
 
 
 def _record(
@@ -244,6 +245,7 @@ def _record(
     written: set[int],
     recorded: frozenset[int],
     was_rejected: set[int],
+    watching: bool,
     store: EventStore,
     deadline: float,
 ) -> dict[int, Outcome]:
@@ -299,6 +301,15 @@ def _record(
         logger.error(
             "rejected events could not be kept for replay",
             extra={"events": len(lost), "reason": next(iter(lost.values()))},
+        )
+    # While identify or group events are kept as rejected, the delivered ones leave watermarks: a
+    # replay then leaves a rejected one that a later delivered one superseded.
+    state = [r for r in delivered if r.kind in STATE_KINDS]
+    watch = watching or any(r.kind in STATE_KINDS for r, _, _ in kept)
+    if state and watch and (unnoted := store.note_state(state, deadline)):
+        logger.error(
+            "delivered events could not be noted for replays",
+            extra={"events": len(unnoted), "reason": next(iter(unnoted.values()))},
         )
     return changed
 

@@ -10,6 +10,10 @@ Items, all in one table (pk, sk):
 - `parked#<n>` / `count`: PARKED_SHARDS counters whose sum is the number of parked events; while
   it is 0 (the usual case) a request does not need the heads at all. Beside it, `changes`: how many
   transactions parked, settled or replayed events through this counter.
+- `rejected` / `state`: set (until the rejected records' retention ends) once an identify or group
+  event is kept as rejected. While it is, every delivered identify and group event leaves a
+  watermark, `entity#<digest(email or company)>` / `state` with its arrival sequence, so a replay
+  can tell a rejected event that a later delivered one has superseded.
 - `drain` / `summary`: what the drain's last complete pass found (the changes it started from, when
   the next parked event is due): a run that finds nothing changed and nothing due reads only this
   and the counters, whatever the backlog.
@@ -27,7 +31,7 @@ import json
 import math
 import random
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +42,8 @@ from errors import DestinationError
 from record import Record, components, digest
 
 PARKED, DONE, REJECTED = "parked", "done", "rejected"
+SUPERSEDED = "superseded"  # the code of a rejected event a replay leaves: a later one was delivered
+SUPERSEDED_REASON = "a later event of the same person or company was delivered"
 QUEUE_INDEX = "queue"
 MAX_TRANSACTION_ACTIONS = 100
 BATCH_GET = 100
@@ -50,7 +56,10 @@ HEAD_TTL_SECONDS = 30 * 24 * 3600  # a head untouched this long has no parked ev
 # How many events are parked in all, as a few counters (a transaction picks one, so concurrent
 # transactions rarely touch the same item). While it is 0, a request skips reading entity heads.
 PARKED_SHARDS = 8
+QUEUE_STATE_ITEMS = PARKED_SHARDS + 2  # what a drain run reads first: counters, summary, STATE_WATCH
 SUMMARY = {"pk": {"S": "drain"}, "sk": {"S": "summary"}}  # the drain's last complete pass
+STATE_WATCH = {"pk": {"S": "rejected"}, "sk": {"S": "state"}}  # identify or group events kept as rejected
+STATE_KINDS = frozenset({"identify", "group"})
 LANES = 8  # transactions of one request or drain run in flight at once (each lane in order)
 RETRYABLE_CODES = frozenset(
     {
@@ -114,6 +123,8 @@ class QueueState:
     parked: int  # events parked now
     changes: int  # transactions that parked, settled or replayed events, ever
     last_pass: Mapping[str, Any]  # the summary item ({} before the first pass)
+
+    watch: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the STATE_WATCH item
 
     def nothing_due(self, now: float) -> bool:
         """Nothing changed since the last complete pass, and no event it saw is due yet."""
@@ -245,7 +256,81 @@ class EventStore:
         expires = int(self.clock.wall()) + self.rejected_ttl
         items = {r.event_id: self._record_item(r, REJECTED, reason, code) | {"expiresAt": {"N": str(expires)}}
                  for r, reason, code in rejected}  # fmt: skip
+        try:
+            self.watch_state([r for r, _, _ in rejected])
+        except StoreError as error:
+            return dict.fromkeys(items, error.message)
         return self._put_all(items, deadline)
+
+    def watch_state(self, rejected: Sequence[Record]) -> None:
+        """Before an identify or group event is kept as rejected: from now until its retention
+        ends, delivered identify and group events leave watermarks (`note_state`).
+
+        Raises:
+            StoreError: when it cannot be written (the rejection must then not be kept).
+        """
+        if not any(r.kind in STATE_KINDS for r in rejected):
+            return
+        until = str(int(self.clock.wall()) + self.rejected_ttl)
+        item = STATE_WATCH | {"until": {"N": until}, "expiresAt": {"N": until}}
+        self._call("put_item", TableName=self.table, Item=item)
+
+    def note_state(self, delivered: Sequence[Record], deadline: float) -> dict[str, str]:
+        """Note, for each email and company these delivered identify and group events wrote, the
+        newest one's arrival sequence (while `watching`: identify or group events are kept as
+        rejected). Returns the event ids whose watermark could not be written, with why."""
+        until = int(self.clock.wall()) + self.rejected_ttl
+        newest: dict[str, Record] = {}
+        for r in delivered:
+            for entity in _state_entities(r):
+                if entity not in newest or newest[entity].seq < r.seq:
+                    newest[entity] = r
+        items = {
+            entity: _key(_pk_entity(entity), "state")
+            | {"seq": {"S": r.seq}, "eventId": {"S": r.event_id}, "expiresAt": {"N": str(until)}}
+            for entity, r in newest.items()
+        }
+        failed = self._put_all(items, deadline, key=_pk_entity)
+        return {newest[entity].event_id: why for entity, why in failed.items()}
+
+    def watching(self, watch: Mapping[str, Any]) -> bool:
+        """Whether the STATE_WATCH item read says identify or group events are kept as rejected."""
+        return int(watch.get("until", {}).get("N", "0")) > self.clock.wall()
+
+    def superseded(self, rejected: Sequence[Stored], deadline: float) -> set[str]:
+        """The rejected identify and group events that a later delivered event of the same email
+        or company has superseded (by the watermarks `note_state` left)."""
+        wanted = {e for s in rejected for e in _state_entities(s.record)}
+        items = self._get([_key(_pk_entity(e), "state") for e in sorted(wanted)], deadline)
+        newest = {item["pk"]["S"]: item.get("seq", {}).get("S", "") for item in items}
+        return {
+            s.record.event_id
+            for s in rejected
+            if any(newest.get(_pk_entity(e), "") > s.record.seq for e in _state_entities(s.record))
+        }
+
+    def supersede(self, rejected: Sequence[Stored]) -> None:
+        """Keep these rejected events as `superseded`: a replay leaves them (a later event of the
+        same person or company was delivered); their reason says what they were rejected for.
+
+        Raises:
+            StoreError: when one cannot be written.
+        """
+        for stored in rejected:
+            self._call(
+                "update_item",
+                TableName=self.table,
+                Key=_key(_pk_event(stored.record.event_id), "event"),
+                UpdateExpression="SET code = :code, reason = :reason",
+                ConditionExpression="#s = :rejected AND seq = :seq",
+                ExpressionAttributeNames={"#s": "state"},
+                ExpressionAttributeValues={
+                    ":code": {"S": SUPERSEDED},
+                    ":reason": {"S": f"{SUPERSEDED_REASON}; was: {stored.reason or stored.code or 'rejected'}"},
+                    ":rejected": {"S": REJECTED},
+                    ":seq": {"S": stored.record.seq},
+                },
+            )
 
     # -- the drain's view ------------------------------------------------------------------
 
@@ -269,18 +354,19 @@ class EventStore:
         return self._queue_page(state, {"lo": since_seq, "hi": until_seq}, None, limit, newest_first=True, code=code)[0]
 
     def queue_state(self, deadline: float) -> QueueState:
-        """The parked counters and the last pass's summary, in one read of PARKED_SHARDS + 1 items
+        """The parked counters, the last pass's summary and STATE_WATCH, in one read of QUEUE_STATE_ITEMS
         (eventually consistent: a change missed now is seen by the next run).
 
         Raises:
             StoreError: when the table cannot be read before the deadline.
         """
         counters = [_key(f"parked#{n}", "count") for n in range(PARKED_SHARDS)]
-        items = self._get([*counters, SUMMARY], deadline, consistent=False)
+        items = self._get([*counters, SUMMARY, STATE_WATCH], deadline, consistent=False)
         summary = next((item for item in items if item["sk"]["S"] == "summary"), {})
+        watch = next((item for item in items if item["sk"]["S"] == "state"), {})
         parked = sum(int(i.get("parked", {}).get("N", "0")) for i in items if i["sk"]["S"] == "count")
         changes = sum(int(i.get("changes", {}).get("N", "0")) for i in items if i["sk"]["S"] == "count")
-        return QueueState(parked, changes, summary)
+        return QueueState(parked, changes, summary, watch)
 
     def note_pass(self, changes: int, next_due: float, oldest_seq: str | None) -> None:
         """Remember a complete pass over the queue: the changes it started from, and when the first
@@ -371,7 +457,9 @@ class EventStore:
         # Our retries of it carry the same token: DynamoDB applies the transaction once.
         self._call("transact_write_items", TransactItems=items, ClientRequestToken=str(uuid.uuid4()))
 
-    def replay(self, rejected: Sequence[Stored], deadline: float) -> dict[str, StoreError]:
+    def replay(
+        self, rejected: Sequence[Stored], deadline: float, link_only: Collection[str] = ()
+    ) -> dict[str, StoreError]:
         """Park rejected events (given oldest first) again, each at its own place in the arrival
         order: the drain then delivers it before any later event of its person or company. Those of
         one person or company are parked one after another, none after one that failed, so an
@@ -380,24 +468,32 @@ class EventStore:
         changes: list[Change] = []
         for stored in rejected:
             record = stored.record
+            if record.event_id in link_only and record.kind == "group":
+                # A later group event of its company was delivered: only the person's link is left.
+                record = dataclasses.replace(record, link_only=True, entities=record.person)
+            narrowed = record.link_only and not stored.record.link_only
+            values: dict[str, Any] = {
+                ":parked": {"S": PARKED},
+                ":rejected": {"S": REJECTED},
+                ":seq": {"S": record.seq},
+                ":zero": {"N": "0"},
+            }
+            if narrowed:
+                values |= {":true": {"BOOL": True}, ":entities": {"L": [{"S": e} for e in record.entities]}}
             update = {
                 "Update": {
                     "TableName": self.table,
                     "Key": {"pk": {"S": _pk_event(record.event_id)}, "sk": {"S": "event"}},
-                    "UpdateExpression": "SET #s = :parked, #q = :parked, attempts = :zero, waits = :zero, "
-                    "due = :zero REMOVE expiresAt",
+                    "UpdateExpression": "SET #s = :parked, #q = :parked, attempts = :zero, waits = :zero, due = :zero"
+                    + (", linkOnly = :true, entities = :entities" if narrowed else "")
+                    + " REMOVE expiresAt",
                     "ConditionExpression": "#s = :rejected AND seq = :seq",
                     "ExpressionAttributeNames": {"#s": "state", "#q": "queue"},
-                    "ExpressionAttributeValues": {
-                        ":parked": {"S": PARKED},
-                        ":rejected": {"S": REJECTED},
-                        ":seq": {"S": record.seq},
-                        ":zero": {"N": "0"},
-                    },
+                    "ExpressionAttributeValues": values,
                 }
             }
             changes.append(Change(record, [update], dict.fromkeys(record.entities, 1), +1))
-        records = [dataclasses.replace(s.record, index=n) for n, s in enumerate(rejected)]
+        records = [dataclasses.replace(c.record, index=n) for n, c in enumerate(changes)]
         lanes = components(records, companies=True)
         return self._commit_in_order(changes, deadline, {r.event_id: lanes[r.index] for r in records})
 
@@ -584,8 +680,12 @@ class EventStore:
         results = self._map(batch, [keys[n : n + BATCH_GET] for n in range(0, len(keys), BATCH_GET)])
         return [item for found in results for item in found]
 
-    def _put_all(self, items: Mapping[str, dict[str, Any]], deadline: float) -> dict[str, str]:
-        """Event id -> why it could not be written (naming the AWS error code), for those that could not."""
+    def _put_all(
+        self, items: Mapping[str, dict[str, Any]], deadline: float, key: Callable[[str], str] | None = None
+    ) -> dict[str, str]:
+        """Id (an event id; `key` gives its item's pk) -> why it could not be written (naming the AWS
+        error code), for those that could not."""
+        pk = key or _pk_event
         ids = list(items)
 
         def batch(chunk: list[str]) -> dict[str, str]:
@@ -600,7 +700,7 @@ class EventStore:
                         if not self._pause(attempt, deadline):
                             left = {r["PutRequest"]["Item"]["pk"]["S"] for r in request[self.table]}
                             why = "event store unavailable (unprocessed items: throttled)"
-                            return {i: why for i in chunk if _pk_event(i) in left}
+                            return {i: why for i in chunk if pk(i) in left}
             except StoreError as error:
                 return dict.fromkeys(chunk, error.message)
             return {}
@@ -682,6 +782,15 @@ def _done_item(record: Record, expires: int) -> dict[str, Any]:
         "seq": {"S": record.seq},
         "expiresAt": {"N": str(expires)},
     }
+
+
+def _state_entities(record: Record) -> list[str]:
+    """What an identify (its email: the Person's key) or a group event (its company) writes."""
+    if record.kind == "identify":
+        return [e for e in record.entities if e.startswith("email:")]
+    if record.kind == "group" and not record.link_only:
+        return [e for e in record.entities if e.startswith("company:")]
+    return []
 
 
 def _key(pk: str, sk: str) -> dict[str, Any]:

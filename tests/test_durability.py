@@ -456,7 +456,7 @@ def test_events_rejected_for_the_configuration_are_kept_and_replayed_by_reason(s
         == "1 rejected events would be replayed (no_event_name_mapping (track): 1); nothing changed\n"
     )
     replay_command(["--table", EVENT_TABLE, "--code", "no_event_name_mapping"])
-    assert capsys.readouterr().out.startswith("replayed 1 events")
+    assert capsys.readouterr().out.startswith("replayed 1 of 1 events")
     drain()
     # Then it is delivered; the one Gainsight refused is still kept
     assert [(e["eventName"], e["body"]) for e in sandbox.state.snapshot()["events"]] == [("signed_up", {"plan": "pro"})]
@@ -500,7 +500,41 @@ def test_a_replay_that_dies_after_its_first_write_and_is_run_again_keeps_every_p
     # Then every event was applied once, in the order it was accepted: Ada holds the newest values
     assert stored() == [] and stored("rejected") == []
     assert (person(sandbox)["FirstName"], person(sandbox)["Plan__gc"]) == ("119", "newest")
-    assert first.startswith("replayed ") and second.startswith("replayed 0 events")
+    assert first.startswith("replayed ") and second.startswith("replayed 0 of 0 events")
+
+
+def test_a_replay_leaves_what_a_later_delivered_event_superseded_and_runs_twice_harmlessly(
+    sandbox: Sandbox, capsys
+) -> None:
+    from devtools.local import EVENT_TABLE
+
+    # Given Ada's identify and her group event for Acme refused by Gainsight, then a newer
+    # identify of Ada's and a newer group event for Acme (Bob's) delivered
+    sandbox.fail(Fault(status=400, operation="person_upsert"), Fault(status=400, operation="company_insert", times=2))
+    old = [identify(message_id="old", firstName="Old", plan="pro"), group("Acme", message_id="g-old", employees=10)]
+    assert post("/v1/batch", {"batch": old}).outcomes == ["rejected", "rejected"]
+    newer = [
+        identify(message_id="new", firstName="New"),
+        group("Acme", email="bob@example.com", message_id="g-new", employees=20),
+    ]
+    assert post("/v1/batch", {"batch": newer}).outcomes == ["delivered", "delivered"]
+    # When the rejected events are replayed, and the replay is run once more
+    capsys.readouterr()
+    assert replay_command(["--table", EVENT_TABLE]) == 0
+    first = capsys.readouterr().out
+    drain()
+    assert replay_command(["--table", EVENT_TABLE]) == 0
+    second = capsys.readouterr().out.splitlines()[-1]  # after the drain's metrics
+    # Then the identify is left as superseded (its older values are not put over the newer ones),
+    # the group event gave only Ada's link (Acme keeps the newer size), and nothing is replayed twice
+    assert first.startswith("replayed 1 of 2 events") and "1 left as superseded" in first
+    assert second.startswith("replayed 0 of 0 events")
+    assert person(sandbox)["FirstName"] == "New"
+    acme = sandbox.state.company_by(Name="Acme")
+    assert acme is not None and acme["Employees"] == 20
+    assert acme["Gsid"] in person(sandbox)["companies"]
+    [kept] = stored("rejected")
+    assert (kept.record.event_id, kept.code) == ("old", "superseded") and "was: " in (kept.reason or "")
 
 
 def test_an_event_that_keeps_failing_gives_up_and_frees_its_person(sandbox: Sandbox, monkeypatch) -> None:

@@ -288,29 +288,34 @@ def _drain_page(
     settled = [
         item for item in settled if not (item.state == DONE and rewrite.intersection(item.stored.record.entities))
     ]
-    settled = _watch_state(settled, parts, watching, deadline)
+    settled = _watch_state(settled, parts, watching, deadline, keys)
     _settle(settled, parts, deadline, keys)
     return outcomes
 
 
-def _watch_state(settled: list[Settled], parts: Container, watching: bool, deadline: float) -> list[Settled]:
-    """Before identify or group events are settled: those rejected turn the watch on (or, when it
-    cannot be, stay parked for the next run), and while it is on those delivered leave watermarks,
-    so that a replay leaves a rejected event a later delivered one superseded."""
+def _watch_state(
+    settled: list[Settled], parts: Container, watching: bool, deadline: float, keys: Mapping[str, str]
+) -> list[Settled]:
+    """Before identify or group events are settled: those rejected turn the watch on, and while it
+    is on those delivered leave watermarks, so that a replay leaves a rejected event a later
+    delivered one superseded. What cannot be written keeps its whole lane (`keys`: event id ->
+    lane) parked for the next run, which applies it again in order."""
     rejected = [s.stored.record for s in settled if s.state == REJECTED and s.stored.record.kind in STATE_KINDS]
+    held: set[str] = set()
     try:
         parts.store.watch_state(rejected)
     except StoreError as error:
         logger.warning("rejected events left parked", extra={"reason": error.message})
-        settled = [s for s in settled if s.stored.record not in rejected]
-        rejected = []
+        held = {r.event_id for r in rejected}
     delivered = [s.stored.record for s in settled if s.state == DONE and s.stored.record.kind in STATE_KINDS]
     if delivered and (watching or rejected) and (unnoted := parts.store.note_state(delivered, deadline)):
         logger.error(
             "delivered events could not be noted for replays",
             extra={"events": len(unnoted), "reason": next(iter(unnoted.values()))},
         )
-    return settled
+        held |= set(unnoted)
+    lanes = {keys[event_id] for event_id in held}
+    return [s for s in settled if keys[s.stored.record.event_id] not in lanes]
 
 
 def _settle(settled: list[Settled], parts: Container, deadline: float, keys: Mapping[str, str]) -> None:

@@ -307,10 +307,13 @@ def _record(
     state = [r for r in delivered if r.kind in STATE_KINDS]
     watch = watching or any(r.kind in STATE_KINDS for r, _, _ in kept)
     if state and watch and (unnoted := store.note_state(state, deadline)):
+        # The sender is told to retry: its resend applies them again, in order, and notes them.
         logger.error(
             "delivered events could not be noted for replays",
             extra={"events": len(unnoted), "reason": next(iter(unnoted.values()))},
         )
+        error = StoreError(f"delivered, but not noted for replays: {next(iter(unnoted.values()))}")
+        changed |= {r.index: outcome_of(error) for r in state if r.event_id in unnoted}
     return changed
 
 

@@ -18,8 +18,11 @@ import gainsight
 import ingest
 from devtools.gainsight_sandbox import Fault, Sandbox
 from devtools.local import drain
+from devtools.replay import Replayed, replay
 from devtools.replay import main as replay_command
+from devtools.replay import rejected as rejected_events
 from settings import settings
+from store import Stored
 from tests.conftest import clear_caches
 from tests.faults import AwsFaults, DeadThreads, FunctionDied
 from tests.helpers import Reply, dynamodb_requests, group, identify, post, stored, track
@@ -469,7 +472,7 @@ def test_a_replay_that_dies_after_its_first_write_and_is_run_again_keeps_every_p
     import boto3
 
     from devtools.local import EVENT_TABLE
-    from devtools.replay import rejected, replay
+    from devtools.replay import rejected
     from record import read, sequence
     from store import EventStore
 
@@ -626,14 +629,21 @@ def _workload(rng: random.Random, start: int, size: int) -> list[dict[str, Any]]
 
 
 def _send(
-    batch: list[dict[str, Any]], rng: random.Random, died: list[str], aws: AwsFaults, buried: Callable[[], None]
+    batch: list[dict[str, Any]],
+    rng: random.Random,
+    died: list[str],
+    aws: AwsFaults,
+    buried: Callable[[], None],
+    *,
+    resends: Counter[str],
 ) -> Reply:
     """A sender as the SDKs are: resend on 503 or a lost answer until answered 200; sometimes the
-    200 is lost on the way and the batch is sent once more."""
+    200 is lost on the way and the batch is sent once more. `resends` counts why it sent again."""
     for _ in range(40):
         try:
             reply = post("/v1/batch", {"batch": batch})
         except FunctionDied as death:
+            resends["after no answer (the function died)"] += 1
             died.append(str(death))
             buried()
             clear_caches()  # the next request lands on a new container
@@ -642,8 +652,11 @@ def _send(
             continue
         if reply.status == 200:
             if rng.random() < 0.1:
-                continue  # our answer was lost on the way back: the sender resends it
+                resends["after a lost 200"] += 1  # our answer was lost on the way back: the sender resends it
+                continue
             return reply
+        # A 503 with some events delivered: the resend must not apply those again
+        resends["after a 503 with events delivered" if "delivered" in reply.outcomes else "after a 503"] += 1
     raise AssertionError("the sender never got its batch accepted")
 
 
@@ -701,6 +714,24 @@ def _judge(
     return lost, duplicated, stale
 
 
+def _drain_until_nothing_is_parked() -> None:
+    for _ in range(10):
+        drain()
+        if not stored():
+            return
+
+
+def _settle_and_replay() -> tuple[list[Stored], Replayed]:
+    """Drain until nothing is parked, replay what was kept as rejected (as an operator would once
+    the cause is fixed), drain again."""
+    _drain_until_nothing_is_parked()
+    store = ingest.container(settings()).store
+    kept = list(rejected_events(store, 0, time.time() + 1, []))
+    replayed = replay(store, kept)
+    _drain_until_nothing_is_parked()
+    return kept, replayed
+
+
 # More seeds for a soak: FAULT_SEEDS="1 2 3 4 5" .venv/bin/pytest -s tests/test_durability.py -k fault_run
 # (FAULT_DEBUG=1 also prints, for a stale person or company, the order expected and the writes made).
 # Seed 37 found the last ordering defect (an applied event recorded apart from the parked ones of
@@ -713,13 +744,22 @@ def test_fault_run_loses_duplicates_and_reorders_nothing(sandbox: Sandbox, monke
     # Given Gainsight answering a quarter of all calls with 5xx, 429s, timeouts or dropped
     # connections, and 2 % with a lost answer after doing the work; DynamoDB failing, throttling,
     # half-processing batches, and the function dying before or after its calls
-    monkeypatch.setenv("DELIVERY_BUDGET_SECONDS", "3")
-    monkeypatch.setenv("GAINSIGHT_READ_TIMEOUT", "0.6")
-    monkeypatch.setenv("GAINSIGHT_MAX_RETRIES", "2")
+    # (events that give up after MAX_ATTEMPTS are kept as rejected, and replayed at the end too)
+    for name, value in {
+        "DELIVERY_BUDGET_SECONDS": "3",
+        "GAINSIGHT_READ_TIMEOUT": "0.6",
+        "GAINSIGHT_MAX_RETRIES": "2",
+        "MAX_ATTEMPTS": "2",
+    }.items():
+        monkeypatch.setenv(name, value)
     clear_caches()
     faults = sandbox.state.faults
     faults.random_rate, faults.random_timeout, faults.rng = 0.25, 0.8, random.Random(seed)
     faults.lost_answer_rate = 0.02
+    # and refusing a few writes outright: those events are kept as rejected, and replayed at the end
+    sandbox.fail(
+        *(Fault(status=400, operation=o, times=4) for o in ("person_upsert", "company_insert", "event_publish"))
+    )
     rng = random.Random(seed)
     died: list[str] = []
     unanswered = unanswered_publishes(monkeypatch)  # and, below, what a dead function published
@@ -744,10 +784,13 @@ def test_fault_run_loses_duplicates_and_reorders_nothing(sandbox: Sandbox, monke
     batches = [_workload(rng, start, 40) for start in range(0, 240, 40)]
     # When the batches go in through the API, the drain running between them
     outcomes: Counter[str] = Counter()
+    resends: Counter[str] = Counter()
     rejected: dict[str, str] = {}
     for batch in batches:
+        # and refusing a few writes outright: those events are kept as rejected, replayed at the end
+        sandbox.fail(*(Fault(status=400, operation=o) for o in ("person_upsert", "company_insert", "event_publish")))
         aws.install(handler_dynamodb())
-        reply = _send(batch, rng, died, aws, buried)
+        reply = _send(batch, rng, died, aws, buried, resends=resends)
         outcomes.update(reply.outcomes)
         rejected |= {r["messageId"]: r["error"] for r in reply.body["results"] if r["outcome"] == "rejected"}
         try:
@@ -758,13 +801,11 @@ def test_fault_run_loses_duplicates_and_reorders_nothing(sandbox: Sandbox, monke
             buried()
             clear_caches()
             aws.revive()
-    # and, with Gainsight and AWS healthy again, the drain runs until nothing is parked
+    # and, with Gainsight and AWS healthy again, the drain runs until nothing is parked, the events
+    # that gave up meanwhile are replayed (as an operator would), and the drain runs again
     faults.random_rate = faults.lost_answer_rate = 0.0
     aws.error_rate = aws.partial_rate = aws.die_before_rate = aws.die_after_rate = 0.0
-    for _ in range(10):
-        drain()
-        if not stored():
-            break
+    kept, replayed = _settle_and_replay()
 
     # Then every valid event is in Gainsight, each track once (besides lost answers), and every
     # person and company is as if every accepted event had been applied once, in order
@@ -776,18 +817,21 @@ def test_fault_run_loses_duplicates_and_reorders_nothing(sandbox: Sandbox, monke
     print(
         f"\nfault run (seed {seed}): {len(events)} events, last answers {dict(outcomes)}; function died "
         f"{len(died)} times; AWS faults {len(aws.log)}; lost answers from Gainsight {lost_answers}; "
+        f"sender resends {dict(resends)}; kept as rejected {len(kept)}, replayed {replayed.replayed}, "
+        f"superseded {replayed.superseded}; "
         f"lost {len(lost)}, published again after deaths {duplicated.total()} (bound {bound}; "
         f"most of one track {max(duplicated.values(), default=0)}), stale {len(stale)} {stale[:3]}, "
         f"parked {len(stored())}; Gainsight calls {state['calls']['total']}"
         + (f"\nAWS faults struck: {aws.log}" if os.environ.get("FAULT_DEBUG") else "")
     )
-    assert lost == []
+    assert (lost, stale, stored()) == ([], [], [])
     assert duplicated.total() <= bound
-    assert stale == []
-    assert stored() == []
-    assert set(rejected) == {e["messageId"] for e in events if e["messageId"].startswith("x")}
+    # the invalid events were rejected, and every other rejection was kept (and replayed above)
+    invalid = {e["messageId"] for e in events if e["messageId"].startswith("x")}
+    assert invalid <= set(rejected) and set(rejected) - invalid <= {s.record.event_id for s in kept}
     assert all(rejected.values())
     assert outcomes["deferred"] > 0 and died and aws.log  # the faults really did strike
+    assert kept and replayed.replayed + replayed.superseded == len(kept) and resends  # people's doings too
 
 
 def test_a_batch_of_many_people_still_sees_the_one_who_waits(sandbox: Sandbox) -> None:

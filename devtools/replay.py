@@ -2,8 +2,9 @@
 events that gave up retrying): they are parked again at their own place in the arrival order, and
 the drain delivers them in order, each before any later event of its person or company. A run that
 dies can be run again as it was: what it parked is not parked twice, and what is left keeps its order.
-What a later delivered event superseded is not applied over it: such an identify is left (kept as
-`superseded`), such a group event gives only the person's link.
+What later delivered events of the same email or company wrote is left out of a replayed identify
+or group event: an identify with nothing left is kept as `superseded`, a group event gives only the
+person's link.
 
     make replay ENV=dev DRY_RUN=1                                  # count them, by reason
     make replay ENV=dev CODE=no_event_name_mapping
@@ -30,7 +31,7 @@ from devtools.local import use_handler_path
 use_handler_path()
 
 from record import seq_before  # noqa: E402
-from store import SUPERSEDED, EventStore, Stored  # noqa: E402
+from store import SUPERSEDED, EventStore, Stored, without_traits  # noqa: E402
 
 
 def rejected(store: EventStore, since: float, until: float, codes: Sequence[str]) -> Iterator[Stored]:
@@ -47,22 +48,34 @@ def rejected(store: EventStore, since: float, until: float, codes: Sequence[str]
 @dataclass(frozen=True)
 class Replayed:
     replayed: int  # parked again, at their place in the arrival order
-    superseded: int  # identify events a later delivered identify of the same email superseded: left
+    partly: int  # of those, with only what later delivered events of their person or company did not write
+    superseded: int  # identify events later delivered ones overwrote entirely: left, kept as superseded
     left: int  # could not be parked now: still rejected, behind the first of their person that failed
 
 
 def replay(store: EventStore, events: Sequence[Stored]) -> Replayed:
-    """Park the events (oldest first) again, in their original order. An identify that a later
-    delivered identify of the same email superseded is left (kept as `superseded`): applying it
-    now would put older values over newer ones. A group event whose company a later delivered
-    group event wrote is replayed for the person's link only."""
+    """Park the events (oldest first) again, in their original order, each with only what later
+    delivered events of its email or company did not write since: applying it then leaves what
+    applying every event once, in arrival order, would. An identify with nothing left is left (kept
+    as `superseded`); a group event with nothing left gives only the person's link."""
     deadline = time.monotonic() + 60
     newer = store.superseded(events, deadline)
-    skipped = [s for s in events if s.record.event_id in newer and s.record.kind == "identify"]
+    narrowed = {
+        s.record.event_id: without_traits(s.record, newer[s.record.event_id])
+        for s in events
+        if s.record.event_id in newer
+    }
+    skipped = [
+        s
+        for s in events
+        if s.record.event_id in narrowed and narrowed[s.record.event_id] is None and s.record.kind == "identify"
+    ]
     store.supersede(skipped)
     going = [s for s in events if s not in skipped]
-    failed = store.replay(going, deadline, link_only=newer)
-    return Replayed(len(going) - len(failed), len(skipped), len(failed))
+    link_only = {i for i, event in narrowed.items() if event is None}
+    partly = {i: event for i, event in narrowed.items() if event is not None}
+    failed = store.replay(going, deadline, link_only=link_only, events=partly)
+    return Replayed(len(going) - len(failed), len(set(partly) - set(failed)), len(skipped), len(failed))
 
 
 def _time(value: str) -> float:
@@ -106,7 +119,9 @@ def _run(args: argparse.Namespace, local: stack.LocalStack | None) -> int:
         print(f"{len(events)} rejected events would be replayed ({detail}); nothing changed")
         return 0
     done = replay(store, events)
-    superseded = f"; {done.superseded} left as {SUPERSEDED} (a later event was delivered)" if done.superseded else ""
+    superseded = (f"; {done.partly} of them without what later delivered events wrote" if done.partly else "") + (
+        f"; {done.superseded} left as {SUPERSEDED} (later events wrote all of it)" if done.superseded else ""
+    )
     if done.left:
         print(
             f"replayed {done.replayed} of {len(events)} events ({detail}){superseded}; "

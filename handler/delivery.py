@@ -404,22 +404,26 @@ class Delivery:
         return outcomes, [self.executor.submit(self._track, index, op, stop) for index, op in tracks]
 
     def _track(self, index: int, op: EventPublish, stop: threading.Event) -> dict[int, Outcome]:
-        if stop.is_set():
-            return {index: HELD}
-        outcome = self._publish(index, op)
-        if outcome.outcome == "failed":
-            stop.set()
-        return {index: outcome}
+        return {index: self._publish(index, op, stop)}
 
-    def _publish(self, index: int, op: EventPublish) -> Outcome:
-        """One publish, in the ledger: its done record is written before its slot is given back."""
+    def _publish(self, index: int, op: EventPublish, stop: threading.Event | None = None) -> Outcome:
+        """One publish, in the ledger: its done record is written before its slot is given back.
+        `stop`: its person's publishes, set once one fails; none of them starts after that."""
+        if stop is not None and stop.is_set():
+            return HELD
         if self.ledger is not None and not self.ledger.start():
+            if stop is not None:
+                stop.set()
             return UNRECORDED
         published = False
         try:
+            if stop is not None and stop.is_set():  # failed while this one waited for its slot
+                return HELD
             self.gainsight.publish_event(op.headers, op.body)
             published = True
         except GainsightError as error:
+            if stop is not None:
+                stop.set()  # before the slot is given back: no later publish of this person starts
             return outcome_of(error)
         finally:
             if self.ledger is not None:

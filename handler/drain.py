@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,22 +66,14 @@ def drain(remaining_seconds: float, clock: Clock | None = None) -> DrainReport:
     if parts.unsettled:
         left = parts.store.settle(list(parts.unsettled.values()), deadline)
         parts.unsettled = {event_id: item for event_id, item in parts.unsettled.items() if event_id in left}
-    # Delivered or rejected but not yet recorded as such: they hold their entities until they are.
-    blocked = {e for item in parts.unsettled.values() for e in item.stored.record.entities}
-    calls = CallLog()
-    seen, outcomes, oldest, complete = _pass(
-        config=config,
-        parts=parts,
-        deadline=deadline,
-        clock=clock,
-        calls=calls,
-        blocked=blocked,
-        report=report,
-        watching=parts.store.watching(queue.watch),
-    )
-    if complete:
+        if parts.unsettled:  # nothing is published while published events cannot be recorded
+            logger.error("parked events could not be settled", extra={"events": len(parts.unsettled)})
+            return report
+    run = _Run(config, parts, deadline, clock, report, watching=parts.store.watching(queue.watch))
+    seen, outcomes, oldest, complete = _pass(run)
+    if complete and not parts.unsettled:
         try:
-            parts.store.note_pass(queue.changes, math.inf if report.next_due is None else report.next_due, oldest)
+            parts.store.note_pass(queue, math.inf if report.next_due is None else report.next_due, oldest)
         except StoreError as error:  # the next run reads the queue again
             logger.warning("drain pass could not be noted", extra={"reason": error.message})
     metrics.add_metric(name="ParkedEvents", unit=MetricUnit.Count, value=report.parked)
@@ -91,24 +83,29 @@ def drain(remaining_seconds: float, clock: Clock | None = None) -> DrainReport:
             "drain processed",
             seen,
             outcomes,
-            calls,
+            run.calls,
             clock.monotonic() - started,
             **dataclasses.asdict(report),
         )
     return report
 
 
-def _pass(
-    *,
-    config: Settings,
-    parts: Container,
-    deadline: float,
-    clock: Clock,
-    calls: CallLog,
-    blocked: set[str],
-    report: DrainReport,
-    watching: bool,
-) -> tuple[list[Record], dict[int, Outcome], str | None, bool]:
+@dataclass
+class _Run:
+    """What one drain run's pages share."""
+
+    config: Settings
+    parts: Container
+    deadline: float
+    clock: Clock
+    report: DrainReport
+    # Identify or group events are kept as rejected: delivered ones leave watermarks for replays.
+    watching: bool
+    calls: CallLog = dataclasses.field(default_factory=CallLog)
+    blocked: set[str] = dataclasses.field(default_factory=set)  # entities held by an earlier event
+
+
+def _pass(run: _Run) -> tuple[list[Record], dict[int, Outcome], str | None, bool]:
     """One pass over the queue, oldest first, page by page: every record delivered (renumbered in
     the order seen) with its outcome, the oldest parked event's sequence, and whether the pass got
     to the end of the queue."""
@@ -116,51 +113,43 @@ def _pass(
     seen: list[Record] = []
     outcomes: dict[int, Outcome] = {}
     oldest: str | None = None
-    complete = False  # the run read the queue to its end
+    store, report = run.parts.store, run.report
     # Another page only while a call could still start: reading one after that is reads for nothing.
-    while clock.monotonic() < deadline - PARKING_RESERVE_SECONDS - MIN_ATTEMPT_SECONDS:
+    while run.clock.monotonic() < run.deadline - PARKING_RESERVE_SECONDS - MIN_ATTEMPT_SECONDS:
         try:
-            page, start = parts.store.parked_page("~", start, DRAIN_PAGE)
-            current = parts.store.still_parked(page, deadline) if page else []
+            page, start = store.parked_page(start, DRAIN_PAGE)
+            current = store.still_parked(page, run.deadline) if page else []
         except StoreError as error:
             logger.error("event store unavailable", extra={"reason": error.message})
             break
         report.pages += 1
         report.parked += len(current)
-        now = clock.wall()
+        now = run.clock.wall()
         if current and oldest is None:
             oldest = current[0].record.seq
             age = round(now - record.arrival(oldest), 1)
             metrics.add_metric(name="OldestParkedSeconds", unit=MetricUnit.Seconds, value=age)
-        ready = _ready(current, now, config.drain_settle_seconds, blocked, report)
+        ready = _ready(current, now, run)
         if ready:
-            page_outcomes = _drain_page(
-                ready,
-                config=config,
-                parts=parts,
-                deadline=deadline,
-                calls=calls,
-                blocked=blocked,
-                report=report,
-                clock=clock,
-                watching=watching,
-            )
+            page_outcomes = _drain_page(ready, run)
             offset = len(seen)
             seen += [dataclasses.replace(s.record, index=offset + n) for n, s in enumerate(ready)]
             outcomes |= {offset + n: page_outcomes[n] for n in range(len(ready))}
-            if _spent(page_outcomes.values()):
-                break  # the rest of the queue is not read for nothing
+            if _spent(page_outcomes.values()) or run.parts.unsettled:
+                # The rest of the queue is not read for nothing; nor is anything more published
+                # while published events cannot be recorded.
+                break
         if start is None:
-            complete = True
-            break
-    return seen, outcomes, oldest, complete
+            return seen, outcomes, oldest, True
+    return seen, outcomes, oldest, False
 
 
 def _spent(outcomes: Iterable[Outcome]) -> bool:
     """No call can be made this run (its time or the tenant's budget is spent), or every event tried
     on a page failed (Gainsight is down, or refuses our key): the next page would fare no better."""
     tried = [o for o in outcomes if o.code != "held"]
-    return any(o.code in OUT_OF_BUDGET for o in tried) or (bool(tried) and all(o.outcome == "failed" for o in tried))
+    failing = len(tried) >= SPENT_AFTER and all(o.outcome == "failed" for o in tried)
+    return failing or any(o.code in OUT_OF_BUDGET for o in tried)
 
 
 def _idle(queue: QueueState, clock: Clock, report: DrainReport) -> DrainReport:
@@ -174,62 +163,37 @@ def _idle(queue: QueueState, clock: Clock, report: DrainReport) -> DrainReport:
     return report
 
 
-def _ready(
-    current: list[Stored], now: float, settle_seconds: float, blocked: set[str], report: DrainReport
-) -> list[Stored]:
+def _ready(current: list[Stored], now: float, run: _Run) -> list[Stored]:
     """The page's events to try now: due, and first in line for each of their entities. The others
     wait, holding their entities; the run notes when the first of those in line is due."""
+    settle_seconds = run.config.drain_settle_seconds
     # Events this young are left alone: their request may still be parking older ones.
     cutoff = record.seq_before(now - settle_seconds)
     ready: list[Stored] = []
     for stored in current:
-        first_in_line = not blocked.intersection(stored.record.entities)
+        first_in_line = not run.blocked.intersection(stored.record.entities)
         young = stored.record.seq >= cutoff
         if first_in_line and young:
-            report.due_at(record.arrival(stored.record.seq) + settle_seconds)
+            run.report.due_at(record.arrival(stored.record.seq) + settle_seconds)
         elif first_in_line and stored.due > now:
-            report.due_at(stored.due)
+            run.report.due_at(stored.due)
         if first_in_line and not young and stored.due <= now:
             ready.append(stored)
         else:
-            blocked.update(stored.record.entities)
-            report.waiting += 1
+            run.blocked.update(stored.record.entities)
+            run.report.waiting += 1
     return ready
 
 
-def _drain_page(
-    ready: list[Stored],
-    *,
-    config: Settings,
-    parts: Container,
-    deadline: float,
-    calls: CallLog,
-    blocked: set[str],
-    report: DrainReport,
-    clock: Clock,
-    watching: bool,
-) -> dict[int, Outcome]:
+def _drain_page(ready: list[Stored], run: _Run) -> dict[int, Outcome]:
+    config, parts, report, clock = run.config, run.parts, run.report, run.clock
     records = [dataclasses.replace(s.record, index=n) for n, s in enumerate(ready)]
     lanes = record.components(records, companies=True)
     keys = {r.event_id: lanes[r.index] for r in records}
-    # Published events are settled as they are published, a few at a time (see delivery.Ledger),
-    # from a delivery thread: with a store that does not wait on that thread's pool.
-    serial = parts.store.serial()
-    delivered_by = deadline - PARKING_RESERVE_SECONDS
-
-    def settle_published(published: list[Record]) -> set[str]:
-        return serial.settle([Settled(ready[r.index], DONE) for r in published], delivered_by, keys)
-
+    delivered_by = run.deadline - PARKING_RESERVE_SECONDS
     # The drain waits for the tenant's budget (no sender is waiting on it); a request never does.
-    done = deliver(
-        records,
-        config,
-        parts,
-        delivered_by,
-        calls,
-        wait_for_quota=True,
-        on_published=settle_published,
-    )
+    settle_published = _settler(ready, parts, delivered_by, keys)
+    done = deliver(records, config, parts, delivered_by, run.calls, wait_for_quota=True, on_published=settle_published)
     outcomes, written = done.outcomes, done.written
     settled: list[Settled] = []
     rewrite: set[str] = set()  # companies whose older group event could not be narrowed to its link
@@ -248,7 +212,7 @@ def _drain_page(
             settled.append(Settled(stored, REJECTED, outcome.error, outcome.code))
             report.rejected += 1
             continue
-        blocked.update(stored.record.entities)
+        run.blocked.update(stored.record.entities)
         own = not outcome.operator and outcome.code not in NOT_OWN_FAILURES and outcome.status_code != 429
         if own and stored.attempts + 1 >= config.max_attempts:
             reason = f"gave up after {stored.attempts + 1} attempts: {outcome.error}"
@@ -288,32 +252,47 @@ def _drain_page(
     settled = [
         item for item in settled if not (item.state == DONE and rewrite.intersection(item.stored.record.entities))
     ]
-    settled = _watch_state(settled, parts, watching, deadline, keys)
-    _settle(settled, parts, deadline, keys)
+    settled = _watch_state(settled, run, keys)
+    _settle(settled, parts, run.deadline, keys)
     return outcomes
 
 
-def _watch_state(
-    settled: list[Settled], parts: Container, watching: bool, deadline: float, keys: Mapping[str, str]
-) -> list[Settled]:
+def _settler(
+    ready: list[Stored], parts: Container, deadline: float, keys: Mapping[str, str]
+) -> Callable[[list[Record]], set[str]]:
+    """How published events are settled as they are published, a few at a time (see
+    delivery.Ledger): from a delivery thread, with a store that does not wait on that thread's pool."""
+    serial = parts.store.serial()
+
+    def settle_published(published: list[Record]) -> set[str]:
+        return serial.settle([Settled(ready[r.index], DONE) for r in published], deadline, keys)
+
+    return settle_published
+
+
+def _watch_state(settled: list[Settled], run: _Run, keys: Mapping[str, str]) -> list[Settled]:
     """Before identify or group events are settled: those rejected turn the watch on, and while it
-    is on those delivered leave watermarks, so that a replay leaves a rejected event a later
-    delivered one superseded. What cannot be written keeps its whole lane (`keys`: event id ->
-    lane) parked for the next run, which applies it again in order."""
+    is on those delivered leave watermarks, so that a replay can tell what a later delivered event
+    superseded. What cannot be written keeps its whole lane (`keys`: event id -> lane) parked,
+    due now: the next run applies it again, in order."""
+    store = run.parts.store
     rejected = [s.stored.record for s in settled if s.state == REJECTED and s.stored.record.kind in STATE_KINDS]
     held: set[str] = set()
     try:
-        parts.store.watch_state(rejected)
+        store.watch_state(rejected)
+        run.watching = run.watching or bool(rejected)
     except StoreError as error:
         logger.warning("rejected events left parked", extra={"reason": error.message})
         held = {r.event_id for r in rejected}
     delivered = [s.stored.record for s in settled if s.state == DONE and s.stored.record.kind in STATE_KINDS]
-    if delivered and (watching or rejected) and (unnoted := parts.store.note_state(delivered, deadline)):
+    if delivered and run.watching and (unnoted := store.note_state(delivered, run.deadline)):
         logger.error(
             "delivered events could not be noted for replays",
             extra={"events": len(unnoted), "reason": next(iter(unnoted.values()))},
         )
         held |= set(unnoted)
+    if held:
+        run.report.due_at(run.clock.wall())
     lanes = {keys[event_id] for event_id in held}
     return [s for s in settled if keys[s.stored.record.event_id] not in lanes]
 
@@ -332,6 +311,8 @@ def _settle(settled: list[Settled], parts: Container, deadline: float, keys: Map
 # Waiting behind another event, for quota or time, or for the event store to record what went
 # before it, is never the event's own failure.
 NOT_OWN_FAILURES = frozenset({"held", "budget_exhausted", "quota", "GU_2400", "store_unavailable"})
+# Tried events of a page that all failed: Gainsight is failing, the rest of the queue is not read.
+SPENT_AFTER = 3
 # The run's time or the tenant's budget is spent: no further call can be made this run.
 OUT_OF_BUDGET = frozenset({"budget_exhausted", "quota"})
 

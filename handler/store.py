@@ -39,6 +39,7 @@ from typing import Any
 from clock import REAL_CLOCK, Clock
 
 from errors import DestinationError
+from mapping import email_key
 from record import Record, components, digest
 
 PARKED, DONE, REJECTED = "parked", "done", "rejected"
@@ -60,6 +61,8 @@ QUEUE_STATE_ITEMS = PARKED_SHARDS + 2  # what a drain run reads first: counters,
 SUMMARY = {"pk": {"S": "drain"}, "sk": {"S": "summary"}}  # the drain's last complete pass
 STATE_WATCH = {"pk": {"S": "rejected"}, "sk": {"S": "state"}}  # identify or group events kept as rejected
 STATE_KINDS = frozenset({"identify", "group"})
+TRAIT_PREFIX = "trait:"  # a watermark's attribute per trait: the newest arrival sequence that wrote it
+WATERMARK_TRAITS = 50  # traits per watermark update (an update expression holds at most 4 KB)
 LANES = 8  # transactions of one request or drain run in flight at once (each lane in order)
 RETRYABLE_CODES = frozenset(
     {
@@ -126,13 +129,18 @@ class QueueState:
 
     watch: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the STATE_WATCH item
 
+    @property
+    def unchanged(self) -> bool:
+        """Nothing changed since the last complete pass started."""
+        return int(self.last_pass.get("changes", {}).get("N", "-1")) == self.changes
+
     def nothing_due(self, now: float) -> bool:
-        """Nothing changed since the last complete pass, and no event it saw is due yet."""
-        if not self.last_pass:
-            return False
-        seen = int(self.last_pass.get("changes", {}).get("N", "-1"))
+        """Nothing changed since the last complete pass, which was the second in a row to start
+        from this state (the first may have read the counters before the queue index showed a
+        change: the index lags the table), and no event it saw is due yet."""
+        confirmed = self.last_pass.get("confirmed", {}).get("BOOL", False)
         due = float(self.last_pass.get("nextDue", {}).get("N", "0"))
-        return seen == self.changes and now < due
+        return self.unchanged and confirmed and now < due
 
     @property
     def oldest_seq(self) -> str | None:
@@ -276,38 +284,67 @@ class EventStore:
         self._call("put_item", TableName=self.table, Item=item)
 
     def note_state(self, delivered: Sequence[Record], deadline: float) -> dict[str, str]:
-        """Note, for each email and company these delivered identify and group events wrote, the
-        newest one's arrival sequence (while `watching`: identify or group events are kept as
-        rejected). Returns the event ids whose watermark could not be written, with why."""
+        """Note, for each email and company these delivered identify and group events wrote, which
+        traits the newest of them wrote, by arrival sequence (while `watching`: identify or group
+        events are kept as rejected). Returns the event ids whose watermark could not be written,
+        with why."""
         until = int(self.clock.wall()) + self.rejected_ttl
-        newest: dict[str, Record] = {}
+        traits: dict[str, dict[str, str]] = {}  # entity -> trait -> newest seq that wrote it
+        events: dict[str, list[str]] = {}
         for r in delivered:
             for entity in _state_entities(r):
-                if entity not in newest or newest[entity].seq < r.seq:
-                    newest[entity] = r
-        items = {
-            entity: _key(_pk_entity(entity), "state")
-            | {"seq": {"S": r.seq}, "eventId": {"S": r.event_id}, "expiresAt": {"N": str(until)}}
-            for entity, r in newest.items()
-        }
-        failed = self._put_all(items, deadline, key=_pk_entity)
-        return {newest[entity].event_id: why for entity, why in failed.items()}
+                events.setdefault(entity, []).append(r.event_id)
+                for trait in _written_traits(r, entity):
+                    traits.setdefault(entity, {})[trait] = max(r.seq, traits.get(entity, {}).get(trait, ""))
+
+        def write(entity: str) -> dict[str, str]:
+            written = sorted(traits.get(entity, {}).items())
+            try:
+                for start in range(0, max(1, len(written)), WATERMARK_TRAITS):
+                    chunk = written[start : start + WATERMARK_TRAITS]
+                    names = {f"#t{n}": TRAIT_PREFIX + trait for n, (trait, _) in enumerate(chunk)}
+                    values = {f":t{n}": {"S": seq} for n, (_, seq) in enumerate(chunk)}
+                    update = {
+                        "TableName": self.table,
+                        "Key": _key(_pk_entity(entity), "state"),
+                        "UpdateExpression": "SET "
+                        + ", ".join([*(f"{k} = :t{k[2:]}" for k in names), "expiresAt = :e"]),
+                        "ExpressionAttributeValues": values | {":e": {"N": str(until)}},
+                    }
+                    if names:
+                        update["ExpressionAttributeNames"] = names
+                    self._call("update_item", deadline=deadline, **update)
+            except StoreError as error:
+                return dict.fromkeys(events[entity], error.message)
+            return {}
+
+        failed: dict[str, str] = {}
+        for result in self._map(write, list(events)):
+            failed |= result
+        return failed
 
     def watching(self, watch: Mapping[str, Any]) -> bool:
         """Whether the STATE_WATCH item read says identify or group events are kept as rejected."""
         return int(watch.get("until", {}).get("N", "0")) > self.clock.wall()
 
-    def superseded(self, rejected: Sequence[Stored], deadline: float) -> set[str]:
-        """The rejected identify and group events that a later delivered event of the same email
-        or company has superseded (by the watermarks `note_state` left)."""
+    def superseded(self, rejected: Sequence[Stored], deadline: float) -> dict[str, set[str]]:
+        """For each rejected identify and group event: the traits of it that later delivered events
+        of the same email or company wrote (by the watermarks `note_state` left)."""
         wanted = {e for s in rejected for e in _state_entities(s.record)}
         items = self._get([_key(_pk_entity(e), "state") for e in sorted(wanted)], deadline)
-        newest = {item["pk"]["S"]: item.get("seq", {}).get("S", "") for item in items}
-        return {
-            s.record.event_id
-            for s in rejected
-            if any(newest.get(_pk_entity(e), "") > s.record.seq for e in _state_entities(s.record))
-        }
+        marks = {item["pk"]["S"]: item for item in items}
+        found: dict[str, set[str]] = {}
+        for stored in rejected:
+            for entity in _state_entities(stored.record):
+                item = marks.get(_pk_entity(entity), {})
+                newer = {
+                    name.removeprefix(TRAIT_PREFIX)
+                    for name, value in item.items()
+                    if name.startswith(TRAIT_PREFIX) and value.get("S", "") > stored.record.seq
+                }
+                if newer:
+                    found.setdefault(stored.record.event_id, set()).update(newer)
+        return found
 
     def supersede(self, rejected: Sequence[Stored]) -> None:
         """Keep these rejected events as `superseded`: a replay leaves them (a later event of the
@@ -335,10 +372,10 @@ class EventStore:
     # -- the drain's view ------------------------------------------------------------------
 
     def parked_page(
-        self, before_seq: str, start: Mapping[str, Any] | None = None, limit: int = 100
+        self, start: Mapping[str, Any] | None = None, limit: int = 100
     ) -> tuple[list[Stored], Mapping[str, Any] | None]:
-        """The oldest parked events accepted before `before_seq` (index reads), and where to go on."""
-        return self._queue_page(PARKED, {"hi": before_seq}, start, limit)
+        """The oldest parked events (index reads), and where to go on."""
+        return self._queue_page(PARKED, {"hi": "~"}, start, limit)
 
     def rejected_page(
         self, since_seq: str, before_seq: str, start: Mapping[str, Any] | None = None, limit: int = 100
@@ -368,14 +405,19 @@ class EventStore:
         changes = sum(int(i.get("changes", {}).get("N", "0")) for i in items if i["sk"]["S"] == "count")
         return QueueState(parked, changes, summary, watch)
 
-    def note_pass(self, changes: int, next_due: float, oldest_seq: str | None) -> None:
-        """Remember a complete pass over the queue: the changes it started from, and when the first
-        parked event it saw waiting on time is due (math.inf: none).
+    def note_pass(self, queue: QueueState, next_due: float, oldest_seq: str | None) -> None:
+        """Remember a complete pass over the queue: the changes it started from (`queue`, as read at
+        its start), whether the pass before started from them too, and when the first parked event
+        it saw waiting on time is due (math.inf: none).
 
         Raises:
             StoreError: when it cannot be written (the next run then reads the queue again).
         """
-        item = SUMMARY | {"changes": {"N": str(changes)}, "nextDue": {"N": f"{min(next_due, 1e12):.3f}"}}
+        item = SUMMARY | {
+            "changes": {"N": str(queue.changes)},
+            "confirmed": {"BOOL": queue.unchanged},
+            "nextDue": {"N": f"{min(next_due, 1e12):.3f}"},
+        }
         if oldest_seq is not None:
             item["oldest"] = {"S": oldest_seq}
         self._call("put_item", TableName=self.table, Item=item)
@@ -458,7 +500,12 @@ class EventStore:
         self._call("transact_write_items", TransactItems=items, ClientRequestToken=str(uuid.uuid4()))
 
     def replay(
-        self, rejected: Sequence[Stored], deadline: float, link_only: Collection[str] = ()
+        self,
+        rejected: Sequence[Stored],
+        deadline: float,
+        *,
+        link_only: Collection[str] = (),
+        events: Mapping[str, dict[str, Any]] | None = None,
     ) -> dict[str, StoreError]:
         """Park rejected events (given oldest first) again, each at its own place in the arrival
         order: the drain then delivers it before any later event of its person or company. Those of
@@ -480,15 +527,20 @@ class EventStore:
             }
             if narrowed:
                 values |= {":true": {"BOOL": True}, ":entities": {"L": [{"S": e} for e in record.entities]}}
+            replaced = (events or {}).get(record.event_id)
+            if replaced is not None:  # what later events wrote is left out of it
+                values[":event"] = {"S": json.dumps(replaced, separators=(",", ":"))}
             update = {
                 "Update": {
                     "TableName": self.table,
                     "Key": {"pk": {"S": _pk_event(record.event_id)}, "sk": {"S": "event"}},
                     "UpdateExpression": "SET #s = :parked, #q = :parked, attempts = :zero, waits = :zero, due = :zero"
                     + (", linkOnly = :true, entities = :entities" if narrowed else "")
+                    + (", #e = :event" if ":event" in values else "")
                     + " REMOVE expiresAt",
                     "ConditionExpression": "#s = :rejected AND seq = :seq",
-                    "ExpressionAttributeNames": {"#s": "state", "#q": "queue"},
+                    "ExpressionAttributeNames": {"#s": "state", "#q": "queue"}
+                    | ({"#e": "event"} if ":event" in values else {}),
                     "ExpressionAttributeValues": values,
                 }
             }
@@ -791,6 +843,38 @@ def _state_entities(record: Record) -> list[str]:
     if record.kind == "group" and not record.link_only:
         return [e for e in record.entities if e.startswith("company:")]
     return []
+
+
+def without_traits(record: Record, names: Collection[str]) -> dict[str, Any] | None:
+    """The event of an identify or group record without the traits `names` (which later delivered
+    events wrote), to apply what is left of it; None when nothing of it is left but its key."""
+    event = copy.deepcopy(record.event) if isinstance(record.event, dict) else {}
+    left = set().union(*(_written_traits(record, e) for e in _state_entities(record))) - set(names)
+    if not left:
+        return None
+    for holder in (event, event.get("context")):
+        if isinstance(holder, dict) and isinstance(holder.get("traits"), dict):
+            holder["traits"] = {k: v for k, v in holder["traits"].items() if k not in names}
+    return event
+
+
+def _written_traits(record: Record, entity: str) -> set[str]:
+    """The traits an identify or group event writes, but the one naming `entity` (its email or
+    company key value): that one a later event of the same entity always has."""
+    event = record.event if isinstance(record.event, dict) else {}
+    sources = [event.get("traits")]
+    if record.kind == "identify":
+        sources.append((event.get("context") or {}).get("traits") if isinstance(event.get("context"), dict) else None)
+    kind, _, identity = entity.partition(":")
+    names: set[str] = set()
+    for traits in sources:
+        for name, value in (traits or {}).items() if isinstance(traits, dict) else ():
+            same = isinstance(value, str | int) and (
+                email_key(str(value)) == identity if kind == "email" else str(value).strip() == identity
+            )
+            if not same:
+                names.add(name)
+    return names
 
 
 def _key(pk: str, sk: str) -> dict[str, Any]:

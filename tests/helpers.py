@@ -86,7 +86,7 @@ def stored(state: str = "parked") -> list[Any]:
     store = EventStore(EVENT_TABLE, boto3.client("dynamodb"))
     while True:
         if state == "parked":
-            page, start = store.parked_page("~", start)
+            page, start = store.parked_page(start)
         else:
             page, start = store.rejected_page("0", "~", start)
         records += page

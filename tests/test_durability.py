@@ -506,21 +506,30 @@ def test_a_replay_that_dies_after_its_first_write_and_is_run_again_keeps_every_p
     assert first.startswith("replayed ") and second.startswith("replayed 0 of 0 events")
 
 
-def test_a_replay_leaves_what_a_later_delivered_event_superseded_and_runs_twice_harmlessly(
+def test_a_replay_applies_only_what_later_delivered_events_did_not_write_and_runs_twice_harmlessly(
     sandbox: Sandbox, capsys
 ) -> None:
     from devtools.local import EVENT_TABLE
 
-    # Given Ada's identify and her group event for Acme refused by Gainsight, then a newer
-    # identify of Ada's and a newer group event for Acme (Bob's) delivered
-    sandbox.fail(Fault(status=400, operation="person_upsert"), Fault(status=400, operation="company_insert", times=2))
-    old = [identify(message_id="old", firstName="Old", plan="pro"), group("Acme", message_id="g-old", employees=10)]
+    # Given Ada's identify (first name, plan) and her group event for Acme (size, industry) refused
+    # by Gainsight, then a newer identify of Ada's (first name) and a newer group event for Acme
+    # (Bob's: size) delivered; and Grace's identify refused, then overwritten whole by a newer one
+    sandbox.fail(
+        Fault(status=400, operation="person_upsert", times=2), Fault(status=400, operation="company_insert", times=2)
+    )
+    old = [
+        identify(message_id="old", firstName="Old", plan="pro"),
+        group("Acme", message_id="g-old", employees=10, industry="Retail"),
+    ]
     assert post("/v1/batch", {"batch": old}).outcomes == ["rejected", "rejected"]
+    grace = identify(email="grace@example.com", message_id="grace-old", firstName="Old") | {"userId": "g"}
+    assert post("/v1/identify", grace).outcomes == ["rejected"]
     newer = [
         identify(message_id="new", firstName="New"),
         group("Acme", email="bob@example.com", message_id="g-new", employees=20),
+        identify(email="grace@example.com", message_id="grace-new", firstName="New") | {"userId": "g"},
     ]
-    assert post("/v1/batch", {"batch": newer}).outcomes == ["delivered", "delivered"]
+    assert post("/v1/batch", {"batch": newer}).outcomes == ["delivered"] * 3
     # When the rejected events are replayed, and the replay is run once more
     capsys.readouterr()
     assert replay_command(["--table", EVENT_TABLE]) == 0
@@ -528,16 +537,18 @@ def test_a_replay_leaves_what_a_later_delivered_event_superseded_and_runs_twice_
     drain()
     assert replay_command(["--table", EVENT_TABLE]) == 0
     second = capsys.readouterr().out.splitlines()[-1]  # after the drain's metrics
-    # Then the identify is left as superseded (its older values are not put over the newer ones),
-    # the group event gave only Ada's link (Acme keeps the newer size), and nothing is replayed twice
-    assert first.startswith("replayed 1 of 2 events") and "1 left as superseded" in first
-    assert second.startswith("replayed 0 of 0 events")
-    assert person(sandbox)["FirstName"] == "New"
+    # Then Gainsight holds what applying every event once, in arrival order, gives: Ada's newer
+    # name and her older plan, Acme's newer size and its older industry, Ada linked to Acme; Grace's
+    # older identify is left as superseded; and the second run replays nothing
+    assert first.startswith("replayed 2 of 3 events") and "2 of them without" in first
+    assert "1 left as superseded" in first and second.startswith("replayed 0 of 0 events")
+    assert (person(sandbox)["FirstName"], person(sandbox)["Plan__gc"]) == ("New", "pro")
+    assert person(sandbox, "grace@example.com")["FirstName"] == "New"
     acme = sandbox.state.company_by(Name="Acme")
-    assert acme is not None and acme["Employees"] == 20
+    assert acme is not None and (acme["Employees"], acme.get("Industry")) == (20, "Retail")
     assert acme["Gsid"] in person(sandbox)["companies"]
     [kept] = stored("rejected")
-    assert (kept.record.event_id, kept.code) == ("old", "superseded") and "was: " in (kept.reason or "")
+    assert (kept.record.event_id, kept.code) == ("grace-old", "superseded") and "was: " in (kept.reason or "")
 
 
 def test_an_event_that_keeps_failing_gives_up_and_frees_its_person(sandbox: Sandbox, monkeypatch) -> None:

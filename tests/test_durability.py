@@ -647,10 +647,14 @@ def _send(
     buried: Callable[[], None],
     *,
     resends: Counter[str],
+    refuse: Sandbox,
 ) -> Reply:
     """A sender as the SDKs are: resend on 503 or a lost answer until answered 200; sometimes the
-    200 is lost on the way and the batch is sent once more. `resends` counts why it sent again."""
+    200 is lost on the way and the batch is sent once more. `resends` counts why it sent again.
+    Gainsight (`refuse`) refuses one person write, company insert and publish outright at each
+    sending: those events are kept as rejected, and replayed at the end."""
     for _ in range(40):
+        refuse.fail(*(Fault(status=400, operation=o) for o in ("person_upsert", "company_insert", "event_publish")))
         try:
             reply = post("/v1/batch", {"batch": batch})
         except FunctionDied as death:
@@ -798,10 +802,8 @@ def test_fault_run_loses_duplicates_and_reorders_nothing(sandbox: Sandbox, monke
     resends: Counter[str] = Counter()
     rejected: dict[str, str] = {}
     for batch in batches:
-        # and refusing a few writes outright: those events are kept as rejected, replayed at the end
-        sandbox.fail(*(Fault(status=400, operation=o) for o in ("person_upsert", "company_insert", "event_publish")))
         aws.install(handler_dynamodb())
-        reply = _send(batch, rng, died, aws, buried, resends=resends)
+        reply = _send(batch, rng, died, aws, buried, resends=resends, refuse=sandbox)
         outcomes.update(reply.outcomes)
         rejected |= {r["messageId"]: r["error"] for r in reply.body["results"] if r["outcome"] == "rejected"}
         try:

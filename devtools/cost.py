@@ -42,11 +42,11 @@ DYNAMODB_READ_UNITS_PER_MILLION = 0.125  # on-demand
 PITR_GB_MONTH = 0.20
 SNS_EMAILS_PER_100K = 2.00
 
-# What an idle drain run does (handler/drain.py `drain`): one eventually consistent read (half a
-# read unit an item) of the parked counters, the last pass's summary and the state watch, which say
-# nothing changed and nothing is due, and these metrics.
+# What an idle drain run does (handler/drain.py `drain`): one consistent read (a read unit an item)
+# of the parked counters, the last pass's summary and the state watch, which say nothing changed and
+# nothing is due, and these metrics.
 IDLE_DRAIN_METRICS = ("ParkedEvents", "EventsGaveUp")
-IDLE_READ_UNITS = QUEUE_STATE_ITEMS * 0.5
+IDLE_READ_UNITS = QUEUE_STATE_ITEMS * 1.0
 # A backlog's reads: a run that reads the queue reads each parked event it passes twice, from the
 # queue index (eventually consistent: half a unit per 4 KB) and its record (consistent: a unit per
 # 4 KB). Estimate: a parked record of about 1 KB (an event is at most 32 KB).

@@ -391,14 +391,14 @@ class EventStore:
         return self._queue_page(state, {"lo": since_seq, "hi": until_seq}, None, limit, newest_first=True, code=code)[0]
 
     def queue_state(self, deadline: float) -> QueueState:
-        """The parked counters, the last pass's summary and STATE_WATCH, in one read of QUEUE_STATE_ITEMS
-        (eventually consistent: a change missed now is seen by the next run).
+        """The parked counters, the last pass's summary and STATE_WATCH, in one consistent read of
+        QUEUE_STATE_ITEMS items (a watch turned on by the last run must be seen by this one).
 
         Raises:
             StoreError: when the table cannot be read before the deadline.
         """
         counters = [_key(f"parked#{n}", "count") for n in range(PARKED_SHARDS)]
-        items = self._get([*counters, SUMMARY, STATE_WATCH], deadline, consistent=False)
+        items = self._get([*counters, SUMMARY, STATE_WATCH], deadline)
         summary = next((item for item in items if item["sk"]["S"] == "summary"), {})
         watch = next((item for item in items if item["sk"]["S"] == "state"), {})
         parked = sum(int(i.get("parked", {}).get("N", "0")) for i in items if i["sk"]["S"] == "count")

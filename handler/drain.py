@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -252,7 +252,13 @@ def _drain_page(ready: list[Stored], run: _Run) -> dict[int, Outcome]:
     settled = [
         item for item in settled if not (item.state == DONE and rewrite.intersection(item.stored.record.entities))
     ]
-    settled = _watch_state(settled, run, keys)
+    # (a group event whose company was written leaves its watermark, though its person's link waits)
+    settled = _watch_state(
+        settled,
+        run,
+        keys,
+        [s.record for n, s in enumerate(ready) if n in written and outcomes[n].outcome != "delivered"],
+    )
     _settle(settled, parts, run.deadline, keys)
     return outcomes
 
@@ -270,7 +276,9 @@ def _settler(
     return settle_published
 
 
-def _watch_state(settled: list[Settled], run: _Run, keys: Mapping[str, str]) -> list[Settled]:
+def _watch_state(
+    settled: list[Settled], run: _Run, keys: Mapping[str, str], written: Sequence[Record] = ()
+) -> list[Settled]:
     """Before identify or group events are settled: those rejected turn the watch on, and while it
     is on those delivered leave watermarks, so that a replay can tell what a later delivered event
     superseded. What cannot be written keeps its whole lane (`keys`: event id -> lane) parked,
@@ -285,6 +293,7 @@ def _watch_state(settled: list[Settled], run: _Run, keys: Mapping[str, str]) -> 
         logger.warning("rejected events left parked", extra={"reason": error.message})
         held = {r.event_id for r in rejected}
     delivered = [s.stored.record for s in settled if s.state == DONE and s.stored.record.kind in STATE_KINDS]
+    delivered += written
     if delivered and run.watching and (unnoted := store.note_state(delivered, run.deadline)):
         logger.error(
             "delivered events could not be noted for replays",

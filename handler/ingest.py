@@ -274,6 +274,26 @@ def _record(
     alone = [r for r in delivered if r.index in on_their_own and r.index not in recorded]
     in_order = [r for r in delivered if lanes[r.index] in parking and r.index not in on_their_own]
     keys = {r.event_id: lanes[r.index] for r in fresh}
+    kept = [
+        (r, outcomes[r.index].error, outcomes[r.index].code)
+        for r in fresh
+        if r.index in outcomes and outcomes[r.index].outcome == "rejected" and _worth_keeping(outcomes[r.index])
+    ]
+    # While identify or group events are kept as rejected, the delivered ones leave watermarks, so
+    # a replay can tell what they superseded; before any of them is recorded as done: a function
+    # that dies in between leaves them unrecorded, and the sender's resend applies and notes them.
+    # (a group event whose company was written counts, though its person's link waits)
+    state = [r for r in delivered if r.kind in STATE_KINDS] + [
+        r for r in fresh if r.index in written and outcomes[r.index].outcome != "delivered"
+    ]
+    watch = watching or any(r.kind in STATE_KINDS for r, _, _ in kept)
+    if state and watch and (unnoted := store.note_state(state, deadline)):
+        # Delivered all the same; a replay of an older rejected event of theirs may then apply it
+        # again over them (DynamoDB failing through every retry, then a replay: both logged).
+        logger.error(
+            "delivered events could not be noted for replays",
+            extra={"events": len(unnoted), "reason": next(iter(unnoted.values()))},
+        )
     failures = store.park(to_park, deadline, done=in_order, lanes=keys) if to_park else {}
     unrecorded = {r.event_id: failures[r.event_id].message for r in in_order if r.event_id in failures}
     if alone:
@@ -292,26 +312,10 @@ def _record(
             changed[r.index] = outcome_of(error)
         else:
             changed[r.index] = Outcome("deferred", 202, f"queued for retry: {reason}", code or "deferred")
-    kept = [
-        (r, outcomes[r.index].error, outcomes[r.index].code)
-        for r in fresh
-        if r.index in outcomes and outcomes[r.index].outcome == "rejected" and _worth_keeping(outcomes[r.index])
-    ]
     if kept and (lost := store.keep_rejected(kept, deadline)):
         logger.error(
             "rejected events could not be kept for replay",
             extra={"events": len(lost), "reason": next(iter(lost.values()))},
-        )
-    # While identify or group events are kept as rejected, the delivered ones leave watermarks: a
-    # replay then leaves a rejected one that a later delivered one superseded.
-    state = [r for r in delivered if r.kind in STATE_KINDS]
-    watch = watching or any(r.kind in STATE_KINDS for r, _, _ in kept)
-    if state and watch and (unnoted := store.note_state(state, deadline)):
-        # Delivered all the same; a replay of an older rejected event of theirs may then apply it
-        # again over them (DynamoDB failing through every retry, then a replay: both logged).
-        logger.error(
-            "delivered events could not be noted for replays",
-            extra={"events": len(unnoted), "reason": next(iter(unnoted.values()))},
         )
     return changed
 

@@ -551,6 +551,27 @@ def test_a_replay_applies_only_what_later_delivered_events_did_not_write_and_run
     assert (kept.record.event_id, kept.code) == ("grace-old", "superseded") and "was: " in (kept.reason or "")
 
 
+def test_a_replay_sees_a_company_written_while_its_persons_link_still_waits(sandbox: Sandbox, capsys) -> None:
+    from devtools.local import EVENT_TABLE
+
+    # Given Ada's group event for Acme refused, then Bob's newer one, whose company write went
+    # through while his person's link could not (so it waits, parked, for the link only)
+    sandbox.fail(Fault(status=400, operation="company_insert", times=2))
+    assert post("/v1/group", group("Acme", message_id="g-old", employees=10)).outcomes == ["rejected"]
+    sandbox.fail(Fault(status=503, operation="person_upsert", times=4))
+    bob = group("Acme", email="bob@example.com", message_id="g-new", employees=20) | {"userId": "bob"}
+    assert post("/v1/group", bob).outcomes == ["deferred"]
+    # When the rejected event is replayed and the drain runs
+    assert replay_command(["--table", EVENT_TABLE]) == 0
+    drain()
+    # Then Acme keeps the newer size, and both people are linked to it
+    acme = sandbox.state.company_by(Name="Acme")
+    assert acme is not None and acme["Employees"] == 20
+    assert (
+        acme["Gsid"] in person(sandbox)["companies"] and acme["Gsid"] in person(sandbox, "bob@example.com")["companies"]
+    )
+
+
 def test_an_event_that_keeps_failing_gives_up_and_frees_its_person(sandbox: Sandbox, monkeypatch) -> None:
     # Given a drain that gives up after 2 failed attempts, and Gainsight refusing Ada's identify
     monkeypatch.setenv("MAX_ATTEMPTS", "2")

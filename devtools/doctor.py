@@ -43,7 +43,7 @@ from typing import Any
 from devtools import deploy
 from devtools.local import PARAMS, ROOT, use_handler_path
 from devtools.local_stack import CONTAINER_HOST
-from devtools.stack import LocalStack, add_arguments, aws_for, aws_sentence, client, local_of
+from devtools.stack import LOCAL_SECURE_STRINGS, LocalStack, add_arguments, aws_for, aws_sentence, client, local_of
 
 EXAMPLE_CONFIG = ROOT / "config" / "destination.example.json"
 # A name no company has: the query finds nothing, and proves the host and the key.
@@ -205,11 +205,7 @@ def _check_local_config(options: Options, found: Findings) -> Line:
 def check_secure_strings(options: Options, found: Findings, overrides: Mapping[str, str]) -> Iterator[Line]:
     """Each SecureString the stack reads exists and decrypts; names only, never a value."""
     if options.local:
-        names: dict[str, str | None] = {
-            "access_key": PARAMS["ACCESS_KEY_PARAM"],
-            "write_keys": PARAMS["WRITE_KEYS_PARAM"],
-            "shared_secret": PARAMS["SHARED_SECRET_PARAM"],
-        }
+        names: dict[str, str | None] = dict(LOCAL_SECURE_STRINGS)
     else:
         stack = deploy.stack_name(options.env)
         names = deploy.secure_string_names(stack, {**_stack_parameters(found), **overrides})

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from devtools.local import use_handler_path
-from devtools.stack import OperatorError, add_arguments, aws_for, aws_sentence, client, deployed, local_of
+from devtools.stack import OperatorError, add_arguments, aws_for, aws_sentence, client, deployed, iso_time, local_of
 
 use_handler_path()
 
@@ -173,13 +173,6 @@ def run(args: argparse.Namespace, out: Callable[[str], None] = print, *, now: Ca
     return 0
 
 
-def _time(value: str) -> float:
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC).timestamp()
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a time such as 2026-11-30T08:00:00Z") from None
-
-
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m devtools.events", description=__doc__.splitlines()[0])
     add_arguments(parser)
@@ -187,7 +180,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     which.add_argument("--id", help="one event's messageId (ID=)")
     which.add_argument("--state", choices=(PARKED, REJECTED), help="list these, newest first (STATE=)")
     parser.add_argument("--code", help="only events with this code (CODE=)")
-    parser.add_argument("--since", type=_time, help="accepted at or after, ISO 8601 (SINCE=)")
+    parser.add_argument("--since", type=iso_time, help="accepted at or after, ISO 8601 (SINCE=)")
     parser.add_argument("--before", help="accepted before this sequence: the next page (BEFORE=)")
     parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT, help="events per page (LIMIT=)")
     parser.add_argument("--show", action="store_true", help="add each stored payload: personal data (SHOW=1)")

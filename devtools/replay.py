@@ -22,7 +22,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from devtools import stack
 from devtools.deploy import stack_outputs
@@ -78,18 +77,14 @@ def replay(store: EventStore, events: Sequence[Stored]) -> Replayed:
     return Replayed(len(going) - len(failed), len(set(partly) - set(failed)), len(skipped), len(failed))
 
 
-def _time(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC).timestamp()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     stack.add_arguments(parser)  # --env (the stack samconfig.toml names) or --local
     parser.add_argument("--stack", help="read the table name from this stack's outputs (instead of --env)")
     parser.add_argument("--table", help="the event store table (instead of --env)")
     parser.add_argument("--code", action="append", default=[], help="only events rejected with this code")
-    parser.add_argument("--since", type=_time, default=0.0, help="accepted at or after (ISO 8601)")
-    parser.add_argument("--until", type=_time, default=None, help="accepted before (ISO 8601)")
+    parser.add_argument("--since", type=stack.iso_time, default=0.0, help="accepted at or after (ISO 8601)")
+    parser.add_argument("--until", type=stack.iso_time, default=None, help="accepted before (ISO 8601)")
     parser.add_argument("--dry-run", action="store_true", help="only count what would be replayed")
     args = parser.parse_args(argv)
     local = stack.local_of(args)

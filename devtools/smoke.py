@@ -166,6 +166,7 @@ def run(
 def outcome_line(event: Mapping[str, Any], result: Mapping[str, Any], stack: Deployed, target: str) -> tuple[str, bool]:
     """One event's line, and whether it counts as working (delivered, or deferred and in the table)."""
     use_handler_path()
+    from devtools.events import find
     from store import PARKED, EventStore
 
     name = f"{event['type']} {event['messageId']}"
@@ -175,12 +176,9 @@ def outcome_line(event: Mapping[str, Any], result: Mapping[str, Any], stack: Dep
     if outcome != "deferred":
         return f"✗ {name}: {outcome}: {result.get('error') or 'no reason given'}", False
     try:
-        found = EventStore(stack.event_table, client("dynamodb")).lookup(
-            (), [event["messageId"]], time.monotonic() + 10
-        )
+        stored = find(EventStore(stack.event_table, client("dynamodb")), event["messageId"])
     except Exception as error:
         return f"✗ {name}: deferred, but {aws_sentence(error, f'reading {stack.event_table}')}", False
-    stored = found.states.get(event["messageId"])
     if stored is None or stored.state != PARKED:
         held = "no record of it" if stored is None else f"it as {stored.state}"
         return f"✗ {name}: deferred ({result.get('error')}), but {stack.event_table} holds {held}", False

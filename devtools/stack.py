@@ -9,10 +9,12 @@ stack seeds in place of the stack's outputs.
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from devtools import deploy
@@ -54,6 +56,22 @@ class Deployed:
     event_table: str
     destination_config_param: str
     secure_strings: Mapping[str, str | None]  # access_key, write_keys, shared_secret (None: `none`)
+
+
+# The SecureStrings of the local stack (make local-stack), by what they hold.
+LOCAL_SECURE_STRINGS = {
+    "access_key": PARAMS["ACCESS_KEY_PARAM"],
+    "write_keys": PARAMS["WRITE_KEYS_PARAM"],
+    "shared_secret": PARAMS["SHARED_SECRET_PARAM"],
+}
+
+
+def iso_time(value: str) -> float:
+    """An ISO 8601 time given on the command line (2026-11-30T08:00:00Z), as epoch seconds."""
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a time such as 2026-11-30T08:00:00Z") from None
 
 
 def add_arguments(parser: Any) -> None:
@@ -104,13 +122,12 @@ def deployed(env: str, local: LocalStack | None) -> Deployed:
         OperatorError: the stack does not exist, or AWS could not be asked.
     """
     if local is not None:
-        names = {"access_key": PARAMS["ACCESS_KEY_PARAM"], "write_keys": PARAMS["WRITE_KEYS_PARAM"]}
         return Deployed(
             name="the local stack",
             api_url=f"http://127.0.0.1:{local.api_port}",
             event_table=EVENT_TABLE,
             destination_config_param=HOST_CONFIG_PARAM,
-            secure_strings=names | {"shared_secret": PARAMS["SHARED_SECRET_PARAM"]},
+            secure_strings=dict(LOCAL_SECURE_STRINGS),
         )
     name = deploy.stack_name(env)
     try:

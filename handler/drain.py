@@ -18,7 +18,15 @@ import record
 from delivery import Outcome
 from errors import ConfigurationError
 from gainsight import MIN_ATTEMPT_SECONDS, CallLog
-from ingest import PARKING_RESERVE_SECONDS, SAFETY_MARGIN_SECONDS, Container, container, deliver, observe
+from ingest import (
+    PARKING_RESERVE_SECONDS,
+    SAFETY_MARGIN_SECONDS,
+    Container,
+    container,
+    deliver,
+    note_for_replays,
+    observe,
+)
 from observability import logger, metrics
 from record import Record
 from settings import Settings, settings
@@ -76,8 +84,7 @@ def drain(remaining_seconds: float, clock: Clock | None = None) -> DrainReport:
             parts.store.note_pass(queue, math.inf if report.next_due is None else report.next_due, oldest)
         except StoreError as error:  # the next run reads the queue again
             logger.warning("drain pass could not be noted", extra={"reason": error.message})
-    metrics.add_metric(name="ParkedEvents", unit=MetricUnit.Count, value=report.parked)
-    metrics.add_metric(name="EventsGaveUp", unit=MetricUnit.Count, value=report.gave_up)
+    _queue_metrics(report)
     if seen:
         observe(
             "drain processed",
@@ -127,8 +134,7 @@ def _pass(run: _Run) -> tuple[list[Record], dict[int, Outcome], str | None, bool
         now = run.clock.wall()
         if current and oldest is None:
             oldest = current[0].record.seq
-            age = round(now - record.arrival(oldest), 1)
-            metrics.add_metric(name="OldestParkedSeconds", unit=MetricUnit.Seconds, value=age)
+            _oldest_metric(oldest, now)
         ready = _ready(current, now, run)
         if ready:
             page_outcomes = _drain_page(ready, run)
@@ -156,11 +162,19 @@ def _idle(queue: QueueState, clock: Clock, report: DrainReport) -> DrainReport:
     """The backlog is as the last complete pass left it, and none of it is due: it is not read."""
     report.idle, report.parked = True, queue.parked
     if queue.oldest_seq is not None and queue.parked:
-        age = clock.wall() - record.arrival(queue.oldest_seq)
-        metrics.add_metric(name="OldestParkedSeconds", unit=MetricUnit.Seconds, value=round(age, 1))
-    metrics.add_metric(name="ParkedEvents", unit=MetricUnit.Count, value=queue.parked)
-    metrics.add_metric(name="EventsGaveUp", unit=MetricUnit.Count, value=0)
+        _oldest_metric(queue.oldest_seq, clock.wall())
+    _queue_metrics(report)
     return report
+
+
+def _oldest_metric(oldest_seq: str, now: float) -> None:
+    age = round(now - record.arrival(oldest_seq), 1)
+    metrics.add_metric(name="OldestParkedSeconds", unit=MetricUnit.Seconds, value=age)
+
+
+def _queue_metrics(report: DrainReport) -> None:
+    metrics.add_metric(name="ParkedEvents", unit=MetricUnit.Count, value=report.parked)
+    metrics.add_metric(name="EventsGaveUp", unit=MetricUnit.Count, value=report.gave_up)
 
 
 def _ready(current: list[Stored], now: float, run: _Run) -> list[Stored]:
@@ -188,8 +202,7 @@ def _ready(current: list[Stored], now: float, run: _Run) -> list[Stored]:
 def _drain_page(ready: list[Stored], run: _Run) -> dict[int, Outcome]:
     config, parts, report, clock = run.config, run.parts, run.report, run.clock
     records = [dataclasses.replace(s.record, index=n) for n, s in enumerate(ready)]
-    lanes = record.components(records, companies=True)
-    keys = {r.event_id: lanes[r.index] for r in records}
+    keys = record.lane_keys(records)
     delivered_by = run.deadline - PARKING_RESERVE_SECONDS
     # The drain waits for the tenant's budget (no sender is waiting on it); a request never does.
     settle_published = _settler(ready, parts, delivered_by, keys)
@@ -213,6 +226,7 @@ def _drain_page(ready: list[Stored], run: _Run) -> dict[int, Outcome]:
             report.rejected += 1
             continue
         run.blocked.update(stored.record.entities)
+        wrote_company = n in written and not stored.record.link_only  # its link waits
         own = not outcome.operator and outcome.code not in NOT_OWN_FAILURES and outcome.status_code != 429
         if own and stored.attempts + 1 >= config.max_attempts:
             reason = f"gave up after {stored.attempts + 1} attempts: {outcome.error}"
@@ -222,14 +236,14 @@ def _drain_page(ready: list[Stored], run: _Run) -> dict[int, Outcome]:
         report.retried += 1
         if outcome.operator:
             report.waiting_for_operator += 1
-        elif not own and not (n in written and not stored.record.link_only):
+        elif not own and not wrote_company:
             if outcome.code != "held":  # one held waits behind an older event, which says when it is due
                 report.due_at(stored.due)
             continue  # it waited for the budget, for time or behind an older event: parked as it was, due now
-        if n in written and not stored.record.link_only:
+        if wrote_company:
             report.due_at(clock.wall())  # its company's later events are first in line now
         # A cause an operator must fix is tried again at the same backoff, without counting an attempt.
-        backoff = _backoff(stored.attempts + 1 if own else stored.waits + 1 if outcome.operator else 0, config)
+        backoff = _backoff(stored.attempts + 1 if own else (stored.waits + 1 if outcome.operator else 0), config)
         due = clock.wall() + backoff
         try:
             parts.store.retry_later(
@@ -245,7 +259,7 @@ def _drain_page(ready: list[Stored], run: _Run) -> dict[int, Outcome]:
         except StoreError as error:  # it is tried again on the next pass, which is safe
             report.due_at(stored.due)
             logger.warning("retry could not be scheduled", extra={"reason": error.message})
-            if n in written and not stored.record.link_only:
+            if wrote_company:
                 # It will write its company's older traits again: the newer group events of that
                 # company written with it stay parked, to be written after it once more.
                 rewrite.update(e for e in stored.record.entities if e.startswith("company:"))
@@ -287,19 +301,14 @@ def _watch_state(
     rejected = [s.stored.record for s in settled if s.state == REJECTED and s.stored.record.kind in STATE_KINDS]
     held: set[str] = set()
     try:
-        store.watch_state(rejected)
+        store.watch_state(rejected, run.deadline)
         run.watching = run.watching or bool(rejected)
     except StoreError as error:
         logger.warning("rejected events left parked", extra={"reason": error.message})
         held = {r.event_id for r in rejected}
-    delivered = [s.stored.record for s in settled if s.state == DONE and s.stored.record.kind in STATE_KINDS]
-    delivered += written
-    if delivered and run.watching and (unnoted := store.note_state(delivered, run.deadline)):
-        logger.error(
-            "delivered events could not be noted for replays",
-            extra={"events": len(unnoted), "reason": next(iter(unnoted.values()))},
-        )
-        held |= set(unnoted)
+    if run.watching:
+        delivered = [s.stored.record for s in settled if s.state == DONE]
+        held |= set(note_for_replays(store, delivered, written, run.deadline))
     if held:
         run.report.due_at(run.clock.wall())
     lanes = {keys[event_id] for event_id in held}

@@ -267,33 +267,24 @@ def _record(
     # had been rejected (a replay must not apply it again); the others of a person or company that
     # parks something, written with the parked ones in request order: were an older one neither
     # parked nor remembered, a retry would park it behind a newer one.
-    lanes = record.components(fresh, companies=True)
-    parking = {lanes[r.index] for r, _, _ in to_park}
+    keys = record.lane_keys(fresh)
+    parking = {keys[r.event_id] for r, _, _ in to_park}
     delivered = [r for r in fresh if r.index in outcomes and outcomes[r.index].outcome == "delivered"]
     on_their_own = {r.index for r in delivered if r.kind == "track" or r.index in was_rejected}
     alone = [r for r in delivered if r.index in on_their_own and r.index not in recorded]
-    in_order = [r for r in delivered if lanes[r.index] in parking and r.index not in on_their_own]
-    keys = {r.event_id: lanes[r.index] for r in fresh}
+    in_order = [r for r in delivered if keys[r.event_id] in parking and r.index not in on_their_own]
     kept = [
         (r, outcomes[r.index].error, outcomes[r.index].code)
         for r in fresh
         if r.index in outcomes and outcomes[r.index].outcome == "rejected" and _worth_keeping(outcomes[r.index])
     ]
-    # While identify or group events are kept as rejected, the delivered ones leave watermarks, so
-    # a replay can tell what they superseded; before any of them is recorded as done: a function
-    # that dies in between leaves them unrecorded, and the sender's resend applies and notes them.
-    # (a group event whose company was written counts, though its person's link waits)
-    state = [r for r in delivered if r.kind in STATE_KINDS] + [
-        r for r in fresh if r.index in written and outcomes[r.index].outcome != "delivered"
-    ]
-    watch = watching or any(r.kind in STATE_KINDS for r, _, _ in kept)
-    if state and watch and (unnoted := store.note_state(state, deadline)):
-        # Delivered all the same; a replay of an older rejected event of theirs may then apply it
-        # again over them (DynamoDB failing through every retry, then a replay: both logged).
-        logger.error(
-            "delivered events could not be noted for replays",
-            extra={"events": len(unnoted), "reason": next(iter(unnoted.values()))},
-        )
+    # Before any of them is recorded as done: a function that dies in between leaves them
+    # unrecorded, and the sender's resend applies and notes them.
+    if watching or any(r.kind in STATE_KINDS for r, _, _ in kept):
+        waiting_links = [r for r in fresh if r.index in written and outcomes[r.index].outcome != "delivered"]
+        # Delivered all the same if they cannot be noted (logged); a replay of an older rejected
+        # event of theirs may then apply it again over them.
+        note_for_replays(store, delivered, waiting_links, deadline)
     failures = store.park(to_park, deadline, done=in_order, lanes=keys) if to_park else {}
     unrecorded = {r.event_id: failures[r.event_id].message for r in in_order if r.event_id in failures}
     if alone:
@@ -318,6 +309,22 @@ def _record(
             extra={"events": len(lost), "reason": next(iter(lost.values()))},
         )
     return changed
+
+
+def note_for_replays(
+    store: EventStore, delivered: Sequence[Record], written: Sequence[Record], deadline: float
+) -> dict[str, str]:
+    """While identify or group events are kept as rejected, the delivered ones (and the group
+    events whose company was written while the person's link waits) leave watermarks, so a replay
+    can tell what they superseded. Returns those that could not be noted (logged), with why."""
+    state = [r for r in delivered if r.kind in STATE_KINDS] + list(written)
+    unnoted = store.note_state(state, deadline) if state else {}
+    if unnoted:
+        logger.error(
+            "delivered events could not be noted for replays",
+            extra={"events": len(unnoted), "reason": next(iter(unnoted.values()))},
+        )
+    return unnoted
 
 
 def _worth_keeping(outcome: Outcome) -> bool:

@@ -92,6 +92,13 @@ def digest(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
+def lane_keys(records: Sequence[Record]) -> dict[str, str]:
+    """Event id -> its lane: events linked through a person or a company share one, and the store
+    writes a lane's events one after another, in order (see components)."""
+    lanes = components(records, companies=True)
+    return {r.event_id: lanes[r.index] for r in records}
+
+
 def components(records: Sequence[Record], *, companies: bool = False) -> dict[int, str]:
     """Index -> chain key: records linked through a shared person identifier form one chain, so
     an identify carrying userId and email and a later track carrying only the userId run in order.

@@ -40,7 +40,7 @@ from clock import REAL_CLOCK, Clock
 
 from errors import DestinationError
 from mapping import email_key
-from record import Record, components, digest
+from record import Record, digest, lane_keys
 
 PARKED, DONE, REJECTED = "parked", "done", "rejected"
 SUPERSEDED = "superseded"  # the code of a rejected event a replay leaves: a later one was delivered
@@ -265,12 +265,12 @@ class EventStore:
         items = {r.event_id: self._record_item(r, REJECTED, reason, code) | {"expiresAt": {"N": str(expires)}}
                  for r, reason, code in rejected}  # fmt: skip
         try:
-            self.watch_state([r for r, _, _ in rejected])
+            self.watch_state([r for r, _, _ in rejected], deadline)
         except StoreError as error:
             return dict.fromkeys(items, error.message)
         return self._put_all(items, deadline)
 
-    def watch_state(self, rejected: Sequence[Record]) -> None:
+    def watch_state(self, rejected: Sequence[Record], deadline: float) -> None:
         """Before an identify or group event is kept as rejected: from now until its retention
         ends, delivered identify and group events leave watermarks (`note_state`).
 
@@ -281,7 +281,7 @@ class EventStore:
             return
         until = str(int(self.clock.wall()) + self.rejected_ttl)
         item = STATE_WATCH | {"until": {"N": until}, "expiresAt": {"N": until}}
-        self._call("put_item", TableName=self.table, Item=item)
+        self._call("put_item", deadline=deadline, TableName=self.table, Item=item)
 
     def note_state(self, delivered: Sequence[Record], deadline: float) -> dict[str, str]:
         """Note, for each email and company these delivered identify and group events wrote, which
@@ -546,8 +546,7 @@ class EventStore:
             }
             changes.append(Change(record, [update], dict.fromkeys(record.entities, 1), +1))
         records = [dataclasses.replace(c.record, index=n) for n, c in enumerate(changes)]
-        lanes = components(records, companies=True)
-        return self._commit_in_order(changes, deadline, {r.event_id: lanes[r.index] for r in records})
+        return self._commit_in_order(changes, deadline, lane_keys(records))
 
     # -- items -----------------------------------------------------------------------------
 
@@ -714,10 +713,10 @@ class EventStore:
                     return _failed(pending, f"event store unavailable ({code})")
         return {}
 
-    def _get(self, keys: list[dict[str, Any]], deadline: float, *, consistent: bool = True) -> list[dict[str, Any]]:
+    def _get(self, keys: list[dict[str, Any]], deadline: float) -> list[dict[str, Any]]:
         def batch(chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
             found: list[dict[str, Any]] = []
-            request = {self.table: {"Keys": chunk, "ConsistentRead": consistent}}
+            request = {self.table: {"Keys": chunk, "ConsistentRead": True}}
             attempt = 0
             while request:
                 reply = self._call("batch_get_item", deadline=deadline, RequestItems=request)
@@ -732,12 +731,8 @@ class EventStore:
         results = self._map(batch, [keys[n : n + BATCH_GET] for n in range(0, len(keys), BATCH_GET)])
         return [item for found in results for item in found]
 
-    def _put_all(
-        self, items: Mapping[str, dict[str, Any]], deadline: float, key: Callable[[str], str] | None = None
-    ) -> dict[str, str]:
-        """Id (an event id; `key` gives its item's pk) -> why it could not be written (naming the AWS
-        error code), for those that could not."""
-        pk = key or _pk_event
+    def _put_all(self, items: Mapping[str, dict[str, Any]], deadline: float) -> dict[str, str]:
+        """Event id -> why it could not be written (naming the AWS error code), for those that could not."""
         ids = list(items)
 
         def batch(chunk: list[str]) -> dict[str, str]:
@@ -752,7 +747,7 @@ class EventStore:
                         if not self._pause(attempt, deadline):
                             left = {r["PutRequest"]["Item"]["pk"]["S"] for r in request[self.table]}
                             why = "event store unavailable (unprocessed items: throttled)"
-                            return {i: why for i in chunk if pk(i) in left}
+                            return {i: why for i in chunk if _pk_event(i) in left}
             except StoreError as error:
                 return dict.fromkeys(chunk, error.message)
             return {}

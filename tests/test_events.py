@@ -11,8 +11,8 @@ from devtools import events
 from tests.local_stack_process import RunningStack, run_tool
 
 
-def run_events(*argv: str, now: float | None = None) -> tuple[int, list[str]]:
-    return run_tool(events, *argv, **({"now": lambda: now} if now is not None else {}))
+def run_events(*argv: str) -> tuple[int, list[str]]:
+    return run_tool(events, *argv)
 
 
 def fresh(prefix: str) -> str:
@@ -92,7 +92,11 @@ def test_rejected_events_are_listed_newest_first_a_page_at_a_time(local: Running
 
 def test_since_leaves_out_older_events(local: RunningStack) -> None:
     track = {"type": "track", "messageId": fresh("m-old"), "event": "Unmapped", "userId": "u-3", "properties": {}}
-    local.post("/v1/batch", {"batch": [track]})
+    _, answer = local.post("/v1/batch", {"batch": [track]})
+    assert answer["results"][0]["outcome"] == "rejected"
+    # (listed without --since: it is there to leave out)
+    _, everything = run_events(*local.args, "--state", "rejected")
+    assert any(track["messageId"] in line for line in everything)
     _, lines = run_events(*local.args, "--state", "rejected", "--since", "2999-01-01T00:00:00Z")
     assert lines == ["0 rejected events, newest first, since 2999-01-01T00:00:00Z:"]
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from devtools.local_stack import CONTAINER_HOST, ENV_VARS_FILE, MOTO_PORT, SANDBOX_PORT, env_vars_file, invoke_lines
-from tests.local_stack_process import local_stack
+from tests.local_stack_process import RunningStack
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = ("DestinationFunction", "DrainFunction")
@@ -146,20 +146,20 @@ def test_the_invoke_lines_name_each_function_and_files_that_exist() -> None:
         assert context.params["add_host"] == {CONTAINER_HOST: "host-gateway"}
 
 
-def test_make_local_stack_serves_what_the_env_vars_file_points_at() -> None:
+def test_make_local_stack_serves_what_the_env_vars_file_points_at(local_stack_server: RunningStack) -> None:
     # Given the local stack, on loopback and free ports here (make local-stack: 0.0.0.0:5005 and :4010)
-    with local_stack() as running:
-        output = running.output
-        # Then it says it is ready only once both servers answer, with the invoke lines to paste
-        assert "Ready." in output, output
-        for line in invoke_lines():
-            assert line in output
-        state_url = output.split("what it received at ")[1].split()[0]
-        with urllib.request.urlopen(state_url, timeout=5) as answer:  # the sandbox
-            assert answer.status == 200
-        ssm = running.client("ssm")
-        # and moto holds the config the container will read, naming the sandbox as it sees it
-        name = env_vars_file()["DestinationFunction"]["DESTINATION_CONFIG_PARAM"]
-        config = json.loads(ssm.get_parameter(Name=name)["Parameter"]["Value"])
-        sandbox_port = int(state_url.split(":")[2].split("/")[0])
-        assert config["domain"] == f"http://{CONTAINER_HOST}:{sandbox_port}"
+    running = local_stack_server
+    output = running.output
+    # Then it says it is ready only once both servers answer, with the invoke lines to paste
+    assert "Ready." in output, output
+    for line in invoke_lines():
+        assert line in output
+    state_url = output.split("what it received at ")[1].split()[0]
+    with urllib.request.urlopen(state_url, timeout=5) as answer:  # the sandbox
+        assert answer.status == 200
+    ssm = running.client("ssm")
+    # and moto holds the config the container will read, naming the sandbox as it sees it
+    name = env_vars_file()["DestinationFunction"]["DESTINATION_CONFIG_PARAM"]
+    config = json.loads(ssm.get_parameter(Name=name)["Parameter"]["Value"])
+    sandbox_port = int(state_url.split(":")[2].split("/")[0])
+    assert config["domain"] == f"http://{CONTAINER_HOST}:{sandbox_port}"

@@ -304,7 +304,7 @@ def test_an_older_event_accepted_first_is_applied_first_even_if_parked_later(san
 
 
 def test_an_event_applied_before_one_that_parks_is_never_parked_behind_it_by_a_resend(
-    sandbox: Sandbox, monkeypatch
+    sandbox: Sandbox, monkeypatch, fake_clock
 ) -> None:
     # Given Ada's older identify applied, then her group event parked (Acme cannot be written) with
     # her newer identify held behind it, and DynamoDB's BatchWriteItem failing throughout

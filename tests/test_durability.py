@@ -140,7 +140,7 @@ def test_once_publishes_cannot_be_recorded_no_more_are_made_and_the_rest_wait(sa
 
 
 def test_a_track_delivered_beside_one_whose_parking_failed_is_not_published_again(
-    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, fake_clock: Any
 ) -> None:
     # Given Ada's two track events in one batch, Gainsight taking only one call (429 for the
     # other), and DynamoDB throttling every transaction until the request's deadline

@@ -79,6 +79,9 @@ class Faults:
     quota_per_minute: int | None = None  # Gainsight's fixed-window limit (calls per window); None = unlimited
     quota_window: float = 60.0  # the window's seconds: a time-compressed load test shortens it
     quota_retry_after: bool = True
+    # Answers carry x-ratelimit-limit and x-ratelimit-remaining of the quota window (as Gainsight's
+    # Timeline API documents); off unless a test or run asks for them.
+    rate_limit_headers: bool = False
     random_rate: float = 0.0  # share of calls that misbehave at random (5xx, 429, timeout, drop)
     lost_answer_rate: float = 0.0  # share of calls that are carried out and then answered with a dropped connection
     random_timeout: float = 3.0
@@ -157,6 +160,14 @@ class SandboxState:
             used += 1
             self._window = (start, used)
             return used > limit
+
+    def rate_headers(self) -> dict[str, str]:
+        """x-ratelimit-* headers of the quota window, when answers carry them."""
+        with self.lock:
+            limit = self.faults.quota_per_minute
+            if limit is None or not self.faults.rate_limit_headers:
+                return {}
+            return {"x-ratelimit-limit": str(limit), "x-ratelimit-remaining": str(max(0, limit - self._window[1]))}
 
     def next_fault(self, operation: str) -> Fault | None:
         with self.lock:
@@ -533,6 +544,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 state.faults.quota_per_minute = spec.get("quota_per_minute", state.faults.quota_per_minute)
                 state.faults.quota_window = float(spec.get("quota_window", state.faults.quota_window))
                 state.faults.random_rate = float(spec.get("random_rate", state.faults.random_rate))
+                state.faults.rate_limit_headers = bool(spec.get("rate_limit_headers", state.faults.rate_limit_headers))
                 state.faults.scripted += [Fault(**fault) for fault in spec.get("scripted", [])]
             self._send(200, {"faults": "set"})
         else:
@@ -551,7 +563,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
-            for key, value in (headers or {}).items():
+            for key, value in (self.server.state.rate_headers() | (headers or {})).items():
                 self.send_header(key, value)
             self.end_headers()
             self.wfile.write(data)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import itertools
 import json
 import logging
 import os
@@ -201,13 +200,19 @@ def create_resources() -> str:
     return EVENT_TABLE
 
 
-_drain_runs = itertools.count(1)
+_simulated = {"runs": 0}  # drain runs simulated since the queue was last found empty
+
+
+def reset_drain_clock() -> None:
+    """The next simulated drain run is `hours_between` after now (see drain)."""
+    _simulated["runs"] = 0
 
 
 def drain(*, runs: int = 1, hours_between: float = 2.0) -> dict[str, int]:
     """Run the drain as its schedule would, `runs` times, each as if `hours_between` after the last
     (a clock moved forward), so every parked event is due again: the real schedule runs every
-    minute and waits out each event's backoff (at most an hour)."""
+    minute and waits out each event's backoff (at most an hour). Once a run leaves nothing parked,
+    the clock starts again from now: events parked later are not aged by runs before them."""
     use_handler_path()
     import dataclasses
 
@@ -218,12 +223,16 @@ def drain(*, runs: int = 1, hours_between: float = 2.0) -> dict[str, int]:
     os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "gainsight-destination-drain"
     totals: dict[str, int] = {}
     for _ in range(runs):
-        offset = next(_drain_runs) * hours_between * 3600
+        _simulated["runs"] += 1
+        offset = _simulated["runs"] * hours_between * 3600
 
         def later(offset: float = offset) -> float:
             return time.time() + offset
 
         report = drain_module.drain(60.0, clock=dataclasses.replace(ingest.clock, wall=later))
+        settled = report.delivered + report.rejected + report.gave_up + report.expired
+        if report.parked <= settled:
+            reset_drain_clock()
         for key, value in vars(report).items():
             if isinstance(value, int):  # the counts (a time, like next_due, is not summed)
                 totals[key] = totals.get(key, 0) + value

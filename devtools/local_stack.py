@@ -51,6 +51,8 @@ def container_env(function: str) -> dict[str, str]:
         "EVENT_TABLE": EVENT_TABLE,
         "QUOTA_PER_MINUTE": "100",
         "QUOTA_PER_DAY": "50000",
+        "STATE_RESERVE_PERCENT": "20",
+        "TELEMETRY_MAX_AGE_HOURS": "72",
         "DEDUP_WINDOW_SECONDS": "86400",
         "REJECTED_RETENTION_DAYS": "14",
         "AWS_ENDPOINT_URL": f"http://{CONTAINER_HOST}:{MOTO_PORT}",

@@ -41,6 +41,7 @@ class DrainReport:
     retried: int = 0
     waiting: int = 0
     gave_up: int = 0
+    expired: int = 0  # telemetry parked longer than TelemetryMaxAgeHours, kept as rejected
     waiting_for_operator: int = 0  # failed for the configuration or a credential: never an attempt
     pages: int = 0
     idle: bool = False  # nothing changed since the last complete pass and nothing was due: not read
@@ -110,44 +111,84 @@ class _Run:
     watching: bool
     calls: CallLog = dataclasses.field(default_factory=CallLog)
     blocked: set[str] = dataclasses.field(default_factory=set)  # entities held by an earlier event
+    blocked_state: set[str] = dataclasses.field(default_factory=set)  # ... by an identify or group event
+
+    def hold(self, waiting: Record) -> None:
+        """A waiting event holds its entities' later events: all of them if it is an identify or
+        group event, telemetry only if it is telemetry (state is never held behind telemetry)."""
+        self.blocked.update(waiting.entities)
+        if waiting.state:
+            self.blocked_state.update(waiting.entities)
 
 
 def _pass(run: _Run) -> tuple[list[Record], dict[int, Outcome], str | None, bool]:
-    """One pass over the queue, oldest first, page by page: every record delivered (renumbered in
-    the order seen) with its outcome, the oldest parked event's sequence, and whether the pass got
-    to the end of the queue."""
-    start: Mapping[str, Any] | None = None
+    """One pass over the queue, oldest first, page by page: identify and group events first (people
+    and companies stay current when the budget is short), then telemetry, which waits behind the
+    state events of its entities that wait. Returns every record delivered (renumbered in the order
+    seen) with its outcome, the oldest parked event's sequence, and whether the pass got to the end
+    of the queue."""
     seen: list[Record] = []
     outcomes: dict[int, Outcome] = {}
-    oldest: str | None = None
+    oldest: dict[bool, str] = {}  # each queue's first parked event
     store, report = run.parts.store, run.report
-    # Another page only while a call could still start: reading one after that is reads for nothing.
-    while run.clock.monotonic() < run.deadline - PARKING_RESERVE_SECONDS - MIN_ATTEMPT_SECONDS:
-        try:
-            page, start = store.parked_page(start, DRAIN_PAGE)
-            current = store.still_parked(page, run.deadline) if page else []
-        except StoreError as error:
-            logger.error("event store unavailable", extra={"reason": error.message})
-            break
-        report.pages += 1
-        report.parked += len(current)
-        now = run.clock.wall()
-        if current and oldest is None:
-            oldest = current[0].record.seq
-            _oldest_metric(oldest, now)
-        ready = _ready(current, now, run)
-        if ready:
-            page_outcomes = _drain_page(ready, run)
-            offset = len(seen)
-            seen += [dataclasses.replace(s.record, index=offset + n) for n, s in enumerate(ready)]
-            outcomes |= {offset + n: page_outcomes[n] for n in range(len(ready))}
-            if _spent(page_outcomes.values()) or run.parts.unsettled:
-                # The rest of the queue is not read for nothing; nor is anything more published
-                # while published events cannot be recorded.
+    for state in (True, False):
+        start: Mapping[str, Any] | None = None
+        while True:
+            # Another page only while a call could still start: reading one after that is reads for nothing.
+            if run.clock.monotonic() >= run.deadline - PARKING_RESERVE_SECONDS - MIN_ATTEMPT_SECONDS:
+                return seen, outcomes, _oldest(oldest, run), False
+            try:
+                page, start = store.parked_page(start, DRAIN_PAGE, state=state)
+                current = store.still_parked(page, run.deadline) if page else []
+            except StoreError as error:
+                logger.error("event store unavailable", extra={"reason": error.message})
+                return seen, outcomes, _oldest(oldest, run), False
+            report.pages += 1 if page else 0
+            report.parked += len(current)
+            if current and state not in oldest:
+                oldest[state] = current[0].record.seq
+            ready = _ready(_expire(current, run), run.clock.wall(), run)
+            if ready:
+                page_outcomes = _drain_page(ready, run)
+                offset = len(seen)
+                seen += [dataclasses.replace(s.record, index=offset + n) for n, s in enumerate(ready)]
+                outcomes |= {offset + n: page_outcomes[n] for n in range(len(ready))}
+                if _spent(page_outcomes.values()) or run.parts.unsettled:
+                    # The rest of the queue is not read for nothing; nor is anything more published
+                    # while published events cannot be recorded.
+                    return seen, outcomes, _oldest(oldest, run), False
+            if start is None:
                 break
-        if start is None:
-            return seen, outcomes, oldest, True
-    return seen, outcomes, oldest, False
+    return seen, outcomes, _oldest(oldest, run), True
+
+
+def _oldest(firsts: Mapping[bool, str], run: _Run) -> str | None:
+    """The oldest of the first events of each queue (its age is a metric)."""
+    if not firsts:
+        return None
+    _oldest_metric(min(firsts.values()), run.clock.wall())
+    return min(firsts.values())
+
+
+def _expire(current: list[Stored], run: _Run) -> list[Stored]:
+    """Telemetry parked longer than TelemetryMaxAgeHours is kept as rejected (`expired`) instead of
+    being sent late; people and company events never expire. The rest, in order."""
+    max_age = run.config.telemetry_max_age_hours * 3600
+    if not max_age:
+        return current
+    now = run.clock.wall()
+    expired = [s for s in current if not s.record.state and now - record.arrival(s.record.seq) > max_age]
+    for stored in current:
+        if not stored.record.state:  # a pass that leaves it waiting comes back when it expires
+            run.report.due_at(record.arrival(stored.record.seq) + max_age)
+    if not expired:
+        return current
+    reason = f"expired: parked longer than TelemetryMaxAgeHours ({max_age / 3600:g} h) without being delivered"
+    settled = [Settled(s, REJECTED, reason, "expired") for s in expired]
+    _settle(settled, run.parts, run.deadline, record.lane_keys([s.record for s in expired]))
+    run.report.expired += len(expired)
+    gone = {s.record.event_id for s in expired}
+    return [s for s in current if s.record.event_id not in gone]
 
 
 def _spent(outcomes: Iterable[Outcome]) -> bool:
@@ -175,6 +216,8 @@ def _oldest_metric(oldest_seq: str, now: float) -> None:
 def _queue_metrics(report: DrainReport) -> None:
     metrics.add_metric(name="ParkedEvents", unit=MetricUnit.Count, value=report.parked)
     metrics.add_metric(name="EventsGaveUp", unit=MetricUnit.Count, value=report.gave_up)
+    if report.expired:  # (put only when some expire: an idle stack pays for no metric of it)
+        metrics.add_metric(name="EventsExpired", unit=MetricUnit.Count, value=report.expired)
 
 
 def _ready(current: list[Stored], now: float, run: _Run) -> list[Stored]:
@@ -185,7 +228,9 @@ def _ready(current: list[Stored], now: float, run: _Run) -> list[Stored]:
     cutoff = record.seq_before(now - settle_seconds)
     ready: list[Stored] = []
     for stored in current:
-        first_in_line = not run.blocked.intersection(stored.record.entities)
+        first_in_line = not (run.blocked_state if stored.record.state else run.blocked).intersection(
+            stored.record.entities
+        )
         young = stored.record.seq >= cutoff
         if first_in_line and young:
             run.report.due_at(record.arrival(stored.record.seq) + settle_seconds)
@@ -194,7 +239,7 @@ def _ready(current: list[Stored], now: float, run: _Run) -> list[Stored]:
         if first_in_line and not young and stored.due <= now:
             ready.append(stored)
         else:
-            run.blocked.update(stored.record.entities)
+            run.hold(stored.record)
             run.report.waiting += 1
     return ready
 
@@ -225,7 +270,7 @@ def _drain_page(ready: list[Stored], run: _Run) -> dict[int, Outcome]:
             settled.append(Settled(stored, REJECTED, outcome.error, outcome.code))
             report.rejected += 1
             continue
-        run.blocked.update(stored.record.entities)
+        run.hold(stored.record)
         wrote_company = n in written and not stored.record.link_only  # its link waits
         own = not outcome.operator and outcome.code not in NOT_OWN_FAILURES and outcome.status_code != 429
         if own and stored.attempts + 1 >= config.max_attempts:
@@ -328,11 +373,12 @@ def _settle(settled: list[Settled], parts: Container, deadline: float, keys: Map
 
 # Waiting behind another event, for quota or time, or for the event store to record what went
 # before it, is never the event's own failure.
-NOT_OWN_FAILURES = frozenset({"held", "budget_exhausted", "quota", "GU_2400", "store_unavailable"})
+NOT_OWN_FAILURES = frozenset({"held", "budget_exhausted", "quota", "budget_reserve", "GU_2400", "store_unavailable"})
 # Tried events of a page that all failed: Gainsight is failing, the rest of the queue is not read.
 SPENT_AFTER = 3
 # The run's time or the tenant's budget is spent: no further call can be made this run.
-OUT_OF_BUDGET = frozenset({"budget_exhausted", "quota"})
+# (Telemetry kept from the state reserve: it is tried once every due state event was, see _pass.)
+OUT_OF_BUDGET = frozenset({"budget_exhausted", "quota", "budget_reserve"})
 
 
 def _backoff(attempts: int, config: Settings) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,10 +24,13 @@ from urllib3.util.retry import Retry
 
 from config import Destination
 from errors import GainsightError
+from quota import Usage
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 INSERT_RETRY_STATUSES = frozenset({429, 503})
 MIN_ATTEMPT_SECONDS = 1.0
+# Telemetry: what the day's state reserve is kept from (quota.Budget.state_reserve).
+TELEMETRY_OPERATIONS = frozenset({"event_publish", "activity_insert"})
 AUTH_ERROR_CODES = frozenset({"GS_APIG_2401", "GSOBJ_1024"})
 NOT_FOUND_CODES = frozenset({"GSOBJ_1011"})
 MAX_WRITE_RECORDS = 50
@@ -98,9 +102,11 @@ class DeadlineRetry(Retry):
         least: float = 0.0,
         clock: Clock = REAL_CLOCK,
         quota: Any = None,
+        telemetry: bool = False,
         **kw: Any,
     ):
         super().__init__(*args, **kw)
+        self.telemetry = telemetry  # the call publishes telemetry: it takes no share of the state reserve
         self.deadline = deadline
         self.clock = clock
         self.quota = quota  # the tenant's shared budget (quota.SharedQuota): every attempt needs a share
@@ -113,6 +119,7 @@ class DeadlineRetry(Retry):
         kw.setdefault("least", self.least)
         kw.setdefault("clock", self.clock)
         kw.setdefault("quota", self.quota)
+        kw.setdefault("telemetry", self.telemetry)
         return super().new(**kw)
 
     def get_backoff_time(self) -> float:
@@ -145,10 +152,10 @@ class DeadlineRetry(Retry):
         # pause would hold a place in the budget's window for a call made long after it.
         # (Raised from here, urllib3 passes these on as they are, not wrapped in a MaxRetryError.)
         if self.quota is not None:
-            if not self.quota.take():
+            if not self.quota.take(telemetry=self.telemetry):
                 raise QuotaSpent("no share of the Gainsight quota left for a retry")
             if self.clock.monotonic() + self.least > self.deadline:  # it waited for room
-                self.quota.give_back()
+                self.quota.give_back(telemetry=self.telemetry)
                 raise DeadlineReached("retry would pass the deadline once the budget had room")
 
 
@@ -174,7 +181,7 @@ class CallLog:
     """What one request spent at Gainsight, for metrics and the benchmark."""
 
     calls: list[Call] = field(default_factory=list)
-    quota_used_today: int | None = None  # the tenant's calls today, as the last reservation saw them
+    usage: Usage | None = None  # the tenant's budget as the last reservation saw it
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, call: Call) -> None:
@@ -324,7 +331,7 @@ class Gainsight:
         headers: Mapping[str, str] | None = None,
         absent_ok: bool = False,
     ) -> Mapping[str, Any]:
-        least = self._admit()  # not made at all: not a call, nor logged as one
+        least = self._admit(telemetry=operation in TELEMETRY_OPERATIONS)  # not made: not a call, nor logged
         started = self.clock.monotonic()
         throttled, auth_rejected = 0, False
         try:
@@ -332,6 +339,8 @@ class Gainsight:
             history = response.retries.history if response.retries else ()
             throttled = sum(1 for attempt in history if attempt.status == 429) + (response.status == 429)
             reply = _json(response.data)
+            if self.quota is not None:
+                self.quota.calibrate(*rate_limit(response.headers))
             if response.status == 429 and self.quota is not None:
                 self.quota.throttled(response.retries.get_retry_after(response) if response.retries else None)
             auth_rejected = response.status in (401, 403) or reply.get("errorCode") in AUTH_ERROR_CODES
@@ -346,20 +355,20 @@ class Gainsight:
         self.log.add(Call(operation, "ok", (self.clock.monotonic() - started) * 1000, throttled))
         return reply
 
-    def _admit(self) -> float:
+    def _admit(self, *, telemetry: bool) -> float:
         """Time and a share of the tenant's budget for one call, or why not; the least time an
         attempt needs. An attempt cut short while Gainsight is still working on it leaves its outcome
         unknown (a track event could then be published twice): only start one that has time to finish."""
         least = min(self.read_timeout, MIN_ATTEMPT_SECONDS)
         if self.clock.monotonic() + self.throttle.remaining() + least > self.deadline:
             raise budget_exhausted()
-        if self.quota is not None and not self.quota.take():
-            raise quota_spent()
+        if self.quota is not None and not self.quota.take(telemetry=telemetry):
+            raise reserve_kept() if telemetry and self.quota.reserve_reached else quota_spent()
         # Checked again once the share is in hand: taking it may have waited, and a 429 come meanwhile.
         wait = self.throttle.remaining()
         if self.clock.monotonic() + wait + least > self.deadline:
             if self.quota is not None:
-                self.quota.give_back()
+                self.quota.give_back(telemetry=telemetry)
             raise budget_exhausted()
         if wait:
             self.clock.sleep(wait)
@@ -388,6 +397,7 @@ class Gainsight:
             least=least,
             clock=self.clock,
             quota=self.quota,
+            telemetry=operation in TELEMETRY_OPERATIONS,
         )
         request_headers = {"Content-Type": "application/json", **(headers or {})}
         if "Accesskey" not in request_headers and operation != "event_publish":
@@ -410,9 +420,39 @@ class Gainsight:
         return response
 
 
+def rate_limit(headers: Mapping[str, str]) -> tuple[int | None, int | None, float | None]:
+    """Gainsight's own limit, as its answer states it (`x-ratelimit-limit`, `-remaining`, `-reset`,
+    as its Timeline API documents; also the IETF draft's `100, 100;w=60` form): each None when the
+    answer does not say."""
+
+    def number(name: str) -> float | None:
+        match = _LEADING_NUMBER.match(str(headers.get(name) or ""))
+        return float(match.group(1)) if match else None
+
+    limit, remaining = number("x-ratelimit-limit"), number("x-ratelimit-remaining")
+    return (
+        int(limit) if limit is not None else None,
+        int(remaining) if remaining is not None else None,
+        number("x-ratelimit-reset"),
+    )
+
+
+_LEADING_NUMBER = re.compile(r"\s*(\d+(?:\.\d+)?)")
+
+
 def budget_exhausted() -> GainsightError:
     return GainsightError(
         "time budget ran out before this call could be made", status_code=504, retryable=True, code="budget_exhausted"
+    )
+
+
+def reserve_kept() -> GainsightError:
+    """The call was not made: what is left of the day's budget is kept for people and companies."""
+    return GainsightError(
+        "what is left of the day's Gainsight budget is kept for identify and group events (StateReservePercent)",
+        status_code=429,
+        retryable=True,
+        code="budget_reserve",
     )
 
 

@@ -28,7 +28,7 @@ from errors import ConfigurationError, DestinationError, RequestRejected
 from gainsight import CallLog, Gainsight, pool
 from observability import logger, metrics
 from quota import KEY as QUOTA_KEY
-from quota import Budget, SharedQuota
+from quota import Budget, SharedQuota, Usage, forecast
 from record import Record
 from settings import Settings, settings
 from store import DONE, REJECTED, STATE_KINDS, STATE_WATCH, EventStore, Seen, Settled, StoreError
@@ -198,6 +198,7 @@ def accept(
         delivered_by,
         calls,
         blocked=seen.blocked,
+        blocked_state=seen.blocked_state,
         quota_item=quota_item,
         on_published=lambda published: set(serial.mark_done(published, delivered_by)),
     )
@@ -351,11 +352,13 @@ def deliver(
     calls: CallLog,
     *,
     blocked: Iterable[str] = (),
+    blocked_state: Iterable[str] = (),
     wait_for_quota: bool = False,
     quota_item: dict[str, Any] | None = None,
     on_published: Callable[[list[Record]], set[str]] | None = None,
 ) -> Delivered:
-    """Map the records (rejections are final), hold those behind `blocked` entities, deliver the rest.
+    """Map the records (rejections are final), hold those behind `blocked` entities (identify and
+    group events only behind `blocked_state` ones), deliver the rest.
     `on_published` writes the done records of published events (returning the event ids it could not),
     as they are published: at most `concurrency` are published and unrecorded at any time."""
     if not records:
@@ -366,14 +369,15 @@ def deliver(
         logger.error("destination misconfigured", extra={"reason": error.message})
         return Delivered(dict.fromkeys((r.index for r in records), outcome_of(error)), set(), set())
     operations, outcomes = _operations(records, destination)
-    waiting = record.held_behind([r for r in records if r.index not in outcomes], set(blocked))
+    mapped = [r for r in records if r.index not in outcomes]
+    waiting = record.held_behind(mapped, set(blocked), set(blocked_state))
     operations = [(index, op) for index, op in operations if index not in waiting]
     if not operations:
         return Delivered(outcomes, set(), waiting)
     quota = SharedQuota(
         config.event_table,
         parts.store.dynamodb,
-        Budget(config.quota_per_minute, config.quota_per_day, config.quota_window_seconds),
+        _budget(config),
         max_wait=math.inf if wait_for_quota else INTAKE_QUOTA_WAIT_SECONDS,
         deadline=deadline,
         clock=clock,
@@ -405,7 +409,7 @@ def deliver(
         outcomes |= delivery.run(operations, record.components([r for r in records if r.index in going]))
     finally:
         quota.release()
-    calls.quota_used_today = quota.usage.day_used or calls.quota_used_today
+    calls.usage = quota.usage if quota.usage.day_used else calls.usage
     recorded = frozenset(ledger.recorded) if ledger is not None else frozenset()
     return Delivered(outcomes, delivery.companies_written, waiting, recorded)
 
@@ -462,13 +466,8 @@ def observe(
         metrics.add_metric(name="GainsightLatency", unit=MetricUnit.Milliseconds, value=round(call.latency_ms, 1))
     metrics.add_metric(name="GainsightCalls", unit=MetricUnit.Count, value=len(calls.calls))
     metrics.add_metric(name="GainsightThrottled", unit=MetricUnit.Count, value=sum(c.throttled for c in calls.calls))
-    if calls.quota_used_today is not None:
-        config = settings()
-        metrics.add_metric(name="QuotaUsedToday", unit=MetricUnit.Count, value=calls.quota_used_today)
-        left = max(0, config.quota_per_day - calls.quota_used_today)
-        metrics.add_metric(name="QuotaLeftToday", unit=MetricUnit.Count, value=left)
-        share = 100.0 * calls.quota_used_today / config.quota_per_day
-        metrics.add_metric(name="QuotaUsedTodayPercent", unit=MetricUnit.Percent, value=round(share, 2))
+    if calls.usage is not None:
+        _budget_metrics(calls.usage)
     # Events that wait for a configuration fix (a bad key, an unreadable parameter): alarmed on.
     misconfigured = sum(1 for o in outcomes.values() if o.code == "configuration")
     metrics.add_metric(name="ConfigurationErrors", unit=MetricUnit.Count, value=misconfigured)
@@ -485,6 +484,28 @@ def observe(
             "duration_ms": round(seconds * 1000, 1),
             "errors": dict(errors) if errors else None,
         },
+    )
+
+
+def _budget_metrics(usage: Usage) -> None:
+    """The day's Gainsight budget: spent, left, and when it runs out at the current rate."""
+    config = settings()
+    budget = _budget(config)
+    metrics.add_metric(name="QuotaUsedToday", unit=MetricUnit.Count, value=usage.day_used)
+    metrics.add_metric(name="QuotaLeftToday", unit=MetricUnit.Count, value=max(0, budget.per_day - usage.day_used))
+    share = 100.0 * usage.day_used / budget.per_day
+    metrics.add_metric(name="QuotaUsedTodayPercent", unit=MetricUnit.Percent, value=round(share, 2))
+    ahead = forecast(budget, usage, clock.wall())
+    metrics.add_metric(name="QuotaForecastExhaustedHours", unit=MetricUnit.Count, value=ahead.hours)
+    metrics.add_metric(name="QuotaForecastShortHours", unit=MetricUnit.Count, value=ahead.short)
+
+
+def _budget(config: Settings) -> Budget:
+    return Budget(
+        config.quota_per_minute,
+        config.quota_per_day,
+        config.quota_window_seconds,
+        state_reserve=config.state_reserve_percent / 100,
     )
 
 

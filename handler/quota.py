@@ -8,11 +8,14 @@ it makes them, and gives back what it did not use: a reservation's start time is
 own. A 429 pauses everyone until its Retry-After and cuts the rate by 30 %, once per window however
 many calls it answered; every window without one raises it by 10 %, never above the configured
 budget (rudder-server's adaptive throttler). The same item counts the day's calls against the daily
-budget.
+budget, of which a reserve (`Budget.state_reserve`) is kept for people and companies: telemetry calls
+(Events Framework publishes, Timeline inserts) take no share of it. The reserve shrinks evenly to 0
+by midnight UTC: what people and companies did not need by then is spent on telemetry.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 from collections.abc import Callable
@@ -38,6 +41,15 @@ class Budget:
     per_window: int  # calls per window (Gainsight: about 100 a minute)
     per_day: int
     window_seconds: float = 60.0
+    state_reserve: float = 0.0  # share of per_day kept for state calls at the start of a UTC day
+
+    def day_limit(self, now: float, *, telemetry: bool) -> int:
+        """How many of the day's calls may be spent by `now` on this kind of call: all of them for
+        state, all but what is left of the reserve for telemetry."""
+        if not telemetry:
+            return self.per_day
+        left_of_day = (DAY_SECONDS - now % DAY_SECONDS) / DAY_SECONDS
+        return self.per_day - math.ceil(self.per_day * self.state_reserve * left_of_day)
 
     @property
     def span(self) -> float:
@@ -52,6 +64,31 @@ class Usage:
 
     day_used: int = 0
     rate: float = 0.0
+    recent: int = 0  # calls started within the last window, by every instance
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """When the day's budget runs out at the current rate."""
+
+    hours: float  # until it is spent (FORECAST_HORIZON_HOURS when nothing is being spent)
+    short: float  # hours of the UTC day left after it is spent (0: it lasts until midnight)
+
+
+FORECAST_HORIZON_HOURS = 48.0
+
+
+def forecast(budget: Budget, usage: Usage, now: float) -> Forecast:
+    """From the day's spend so far and the last window's: the higher of the day's average rate and
+    the last window's, so a busy spell is seen at once and a quiet minute does not hide a busy day."""
+    into_day = now % DAY_SECONDS
+    per_hour = max(
+        usage.day_used * 3600 / max(into_day, budget.window_seconds),
+        usage.recent * 3600 / budget.window_seconds,
+    )
+    left = max(0, budget.per_day - usage.day_used)
+    hours = min(FORECAST_HORIZON_HOURS, left / per_hour) if per_hour else FORECAST_HORIZON_HOURS
+    return Forecast(round(hours, 2), round(max(0.0, (DAY_SECONDS - into_day) / 3600 - hours), 2))
 
 
 class SharedQuota:
@@ -83,10 +120,11 @@ class SharedQuota:
         self.clock = clock
         self.usage = Usage()
         self._lock = threading.Lock()
-        self._held = 0  # reserved and not used yet
+        self._held = {False: 0, True: 0}  # reserved and not used yet, for state and for telemetry calls
         self._stamps: list[float] = []  # the start times we reserved, to give back the unused ones
         self._expected = 0  # calls the plan still expects to make, reserved or not
-        self._denied = False  # a take found no room in time: later ones answer at once
+        self._denied = {False: False, True: False}  # a take found no room in time: later ones answer at once
+        self.reserve_reached = False  # a telemetry take found only the state reserve left
         self._wait_until: float | None = None  # set when a take first finds no room: max_wait from then
         self._known = _decode(known) if known is not None else None  # the item as last read or written
         self._fresh = known is not None  # _known was just read: "no room" may be believed without a read
@@ -96,27 +134,32 @@ class SharedQuota:
         with self._lock:
             self._expected = calls
 
-    def take(self) -> bool:
-        """One call's share of the budget: False when there is none now (or, waiting, before the deadline)."""
+    def take(self, *, telemetry: bool = False) -> bool:
+        """One call's share of the budget: False when there is none now (or, waiting, before the
+        deadline), or, for a `telemetry` call, when only the state reserve is left (`reserve_reached`)."""
         with self._lock:
-            while self._held == 0:
-                if self._denied or self.clock.monotonic() >= self.deadline:
+            while self._held[telemetry] == 0:
+                if self._denied[telemetry] or self.clock.monotonic() >= self.deadline:
                     return False
-                if self._reserve(min(CHUNK, max(1, self._expected))) == 0:
+                if self._reserve(min(CHUNK, max(1, self._expected)), telemetry=telemetry) == 0:
+                    if self.reserve_reached and telemetry:
+                        self._denied[True] = True  # nothing frees up for telemetry by waiting
+                        return False
                     if self._wait_until is None:  # one limit for every take of the caller, not one each
                         self._wait_until = min(self.deadline, self.clock.monotonic() + self.max_wait)
                     if not self._wait_for_room(self._wait_until):
-                        self._denied = True  # the rest of the plan is parked at once, not asked for again
+                        # The rest of the plan is parked at once, not asked for again.
+                        self._denied[telemetry] = self._denied[True] = True
                         return False
-            self._held -= 1
+            self._held[telemetry] -= 1
             self._expected = max(0, self._expected - 1)
             return True
 
-    def give_back(self) -> None:
+    def give_back(self, *, telemetry: bool = False) -> None:
         """A share taken and not used after all (no time was left to make the call): kept for the
         next call, or given back by `release`."""
         with self._lock:
-            self._held += 1
+            self._held[telemetry] += 1
 
     def throttled(self, retry_after: float | None) -> None:
         """Gainsight answered 429: everyone pauses, and the rate comes down by 30 %."""
@@ -131,10 +174,42 @@ class SharedQuota:
 
         self._update(change)
 
+    def calibrate(self, limit: int | None, remaining: int | None, reset_seconds: float | None) -> None:
+        """What Gainsight's answer said of its own limit (x-ratelimit-* headers): the budget never
+        plans above it. A `limit` lower than the configured budget caps everyone's rate for the rest
+        of the UTC day; `remaining` 0 pauses everyone until `reset_seconds` (or briefly). The item
+        is written only when this changes what may be planned: not once per answer."""
+        now = self.clock.wall()
+        known = self._known or {}
+        lower = limit is not None and limit < min(self.budget.per_window, self._ceiling(known, now))
+        spent = remaining is not None and remaining <= 0
+        if not (lower or spent):
+            return
+        if reset_seconds is not None and reset_seconds > DAY_SECONDS:  # a time, not seconds from now
+            reset_seconds = reset_seconds - now
+        pause = DEFAULT_PAUSE_SECONDS if reset_seconds is None else reset_seconds
+        pause = min(max(pause, 0.0), self.budget.window_seconds)  # never longer than the window
+
+        def change(item: dict[str, Any], now: float) -> dict[str, Any] | None:
+            changed = dict(item)
+            if lower and limit is not None and limit < self._ceiling(item, now):
+                changed |= {"ceiling": float(limit), "ceilingDay": int(now // DAY_SECONDS)}
+            if spent and float(item.get("pausedUntil", 0)) < now + pause - 0.5:
+                changed["pausedUntil"] = now + pause
+            return changed if changed != item else None
+
+        self._update(change)
+
+    def _ceiling(self, item: dict[str, Any], now: float) -> float:
+        """What Gainsight's headers said its limit per window is, today (inf: nothing said)."""
+        if int(item.get("ceilingDay", -1)) != int(now // DAY_SECONDS):
+            return math.inf
+        return float(item.get("ceiling", math.inf))
+
     def release(self) -> None:
         """Give back what was reserved and not used."""
         with self._lock:
-            unused, self._held = self._held, 0
+            unused, self._held = sum(self._held.values()), {False: 0, True: 0}
             stamps, self._stamps = self._stamps, []
         if unused <= 0:
             return
@@ -151,7 +226,7 @@ class SharedQuota:
 
     # -- the item ----------------------------------------------------------------------------
 
-    def _reserve(self, wanted: int) -> int:
+    def _reserve(self, wanted: int, *, telemetry: bool = False) -> int:
         granted = 0
 
         def change(item: dict[str, Any], now: float) -> dict[str, Any] | None:
@@ -166,22 +241,27 @@ class SharedQuota:
                 item = item | {"raisedAt": now}
             day = int(now // DAY_SECONDS)
             day_used = int(item.get("dayUsed", 0)) if int(item.get("day", day)) == day else 0
-            room = 0 if float(item.get("pausedUntil", 0)) > now else int(min(rate, budget.per_window)) - len(times)
-            granted = max(0, min(wanted, room, budget.per_day - day_used))
+            ceiling = min(float(budget.per_window), self._ceiling(item, now))
+            room = 0 if float(item.get("pausedUntil", 0)) > now else int(min(rate, ceiling)) - len(times)
+            day_left = budget.day_limit(now, telemetry=telemetry) - day_used
+            self.reserve_reached = self.reserve_reached or (telemetry and day_left <= 0 < budget.per_day - day_used)
+            granted = max(0, min(wanted, room, day_left))
+            self.usage = Usage(day_used=day_used + granted, rate=rate, recent=len(times) + granted)
             if not granted and rate == float(item.get("rate", -1)):
                 return None  # nothing to write
             return item | {"times": times + [now] * granted, "rate": rate, "day": day, "dayUsed": day_used + granted}
 
         item = self._update(change)
         if granted and item is not None:
-            self._held += granted
+            self._held[telemetry] += granted
             self._stamps += [item["times"][-1]] * granted
-            self.usage = Usage(day_used=int(item["dayUsed"]), rate=float(item["rate"]))
         return granted if item is not None else 0
 
     def _rate(self, item: dict[str, Any]) -> float:
-        """The current rate, never above the configured budget (which may have been lowered since)."""
-        return min(float(item.get("rate", self.budget.per_window)), float(self.budget.per_window))
+        """The current rate, never above the configured budget (which may have been lowered since)
+        nor above what Gainsight's headers said today."""
+        ceiling = self._ceiling(item, self.clock.wall())
+        return min(float(item.get("rate", self.budget.per_window)), float(self.budget.per_window), ceiling)
 
     def _wait_for_room(self, until: float) -> bool:
         """Sleep until the oldest call leaves the window, if that is before `until`."""
@@ -267,7 +347,7 @@ def _decode(item: dict[str, Any]) -> dict[str, Any]:
             out[key] = [float(v["N"]) for v in value["L"]]
         elif "N" in value:
             number = float(value["N"])
-            out[key] = int(number) if key in ("version", "day", "dayUsed") else number
+            out[key] = int(number) if key in ("version", "day", "dayUsed", "ceilingDay") else number
     return out
 
 

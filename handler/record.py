@@ -12,6 +12,9 @@ import mapping
 from config import Destination
 
 ENTITY_PREFIXES = ("email:", "user:", "anon:", "company:")
+# People and company state: what CSMs see, never held behind telemetry (track events and the
+# Timeline activities made of them), which waits behind the state it depends on.
+STATE_KINDS = frozenset({"identify", "group"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,11 @@ class Record:
     def message_id(self) -> str | int | None:
         value = self.event.get("messageId") if isinstance(self.event, dict) else None
         return value if isinstance(value, str | int) and not isinstance(value, bool) else None
+
+    @property
+    def state(self) -> bool:
+        """People or company state (identify, group), not telemetry."""
+        return self.kind in STATE_KINDS
 
     @property
     def person(self) -> tuple[str, ...]:
@@ -121,14 +129,18 @@ def components(records: Sequence[Record], *, companies: bool = False) -> dict[in
     return {r.index: find(keys(r)[0]) for r in records}
 
 
-def held_behind(records: Iterable[Record], blocked: set[str]) -> set[int]:
-    """Records (taken in order) that must wait: one of their entities is blocked, or is shared with
-    an earlier record that waits. `blocked` grows with the entities of every waiting record."""
+def held_behind(records: Iterable[Record], blocked: set[str], blocked_state: set[str] | None = None) -> set[int]:
+    """Records (taken in order) that must wait: telemetry behind any waiting event of one of its
+    entities (`blocked`), state events only behind waiting state events (`blocked_state`; None: the
+    same as `blocked`). Both grow with the entities of every record found waiting."""
+    state_blocked = set(blocked) if blocked_state is None else blocked_state
     waiting: set[int] = set()
     for record in records:
-        if blocked.intersection(record.entities):
+        if (state_blocked if record.state else blocked).intersection(record.entities):
             waiting.add(record.index)
             blocked.update(record.entities)
+            if record.state:
+                state_blocked.update(record.entities)
     return waiting
 
 

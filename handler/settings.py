@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -35,6 +36,9 @@ class Settings:
     quota_window_seconds: float
     drain_settle_seconds: float
     aws_read_timeout: float
+    # Share of the day's budget only identify and group events spend (shrinking to 0 at midnight UTC).
+    state_reserve_percent: float = 20.0
+    telemetry_max_age_hours: float = 72.0  # 0: parked telemetry never expires
     # Hosts outside *.gainsightcloud.com that may receive the secrets. From the stack's own
     # environment, never from the destination config that anyone with ssm:PutParameter can edit.
     gainsight_allowed_hosts: frozenset[str] = frozenset()
@@ -44,7 +48,7 @@ class Settings:
 _ALLOWED_HOST = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d{1,5})?$")
 
 
-def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float, maximum: float = math.inf) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -54,6 +58,8 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
         raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
     if value < minimum:
         raise ConfigurationError(f"{name} must be at least {minimum:g}, got {raw!r}")
+    if value > maximum:
+        raise ConfigurationError(f"{name} must be at most {maximum:g}, got {raw!r}")
     return value
 
 
@@ -115,6 +121,8 @@ def parse_settings(env: Mapping[str, str]) -> Settings:
         quota_per_minute=int(_number(env, "QUOTA_PER_MINUTE", 100, minimum=1)),
         quota_per_day=int(_number(env, "QUOTA_PER_DAY", 50000, minimum=1)),
         quota_window_seconds=_number(env, "QUOTA_WINDOW_SECONDS", 60.0, minimum=0.1),
+        state_reserve_percent=_number(env, "STATE_RESERVE_PERCENT", 20.0, minimum=0, maximum=100),
+        telemetry_max_age_hours=_number(env, "TELEMETRY_MAX_AGE_HOURS", 72.0, minimum=0),
         # DynamoDB answers in milliseconds; a local moto server, copying its tables, can take seconds.
         aws_read_timeout=_number(env, "AWS_READ_TIMEOUT_SECONDS", 2.0, minimum=0.1),
         gainsight_allowed_hosts=_allowed_hosts(env, "GAINSIGHT_ALLOWED_HOSTS"),

@@ -4,9 +4,12 @@ deliver at once (parked), could not deliver ever (rejected) or must not apply tw
 Items, all in one table (pk, sk):
 - `event#<digest(event id)>` / `event`: one record per event: state parked | rejected | done, its
   arrival sequence, entities, the event itself (parked, rejected), attempts, next due time, reason.
-  Parked and rejected records carry `queue` = state, so the `queue` index lists them oldest first.
-- `entity#<digest(entity)>` / `head`: how many parked events name this entity. A request reads the
-  heads of its events' entities (one BatchGetItem per 100) to know which must wait.
+  Parked and rejected records carry `queue` = state (PARKED_STATE for parked identify and group
+  events), so the `queue` index lists them oldest first.
+- `entity#<digest(entity)>` / `head`: how many parked events name this entity (`parked`), and how
+  many of them are identify or group events (`state`). A request reads the heads of its events'
+  entities (one BatchGetItem per 100) to know which must wait: a track behind any parked event, an
+  identify or group event only behind parked identify or group events.
 - `parked#<n>` / `count`: PARKED_SHARDS counters whose sum is the number of parked events; while
   it is 0 (the usual case) a request does not need the heads at all. Beside it, `changes`: how many
   transactions parked, settled or replayed events through this counter.
@@ -40,12 +43,15 @@ from clock import REAL_CLOCK, Clock
 
 from errors import DestinationError
 from mapping import email_key
-from record import Record, digest, lane_keys
+from record import STATE_KINDS, Record, digest, lane_keys
 
 PARKED, DONE, REJECTED = "parked", "done", "rejected"
 SUPERSEDED = "superseded"  # the code of a rejected event a replay leaves: a later one was delivered
 SUPERSEDED_REASON = "a later event of the same person or company was delivered"
 QUEUE_INDEX = "queue"
+# The queue index's partition of parked identify and group events: the drain reads it before the
+# other parked events (telemetry), so people and companies stay current when the budget is short.
+PARKED_STATE = "parked-state"
 MAX_TRANSACTION_ACTIONS = 100
 BATCH_GET = 100
 # Items per read of the queue index. DynamoDB answers at most 1 MB a read: a drain page is read in
@@ -60,7 +66,6 @@ PARKED_SHARDS = 8
 QUEUE_STATE_ITEMS = PARKED_SHARDS + 2  # what a drain run reads first: counters, summary, STATE_WATCH
 SUMMARY = {"pk": {"S": "drain"}, "sk": {"S": "summary"}}  # the drain's last complete pass
 STATE_WATCH = {"pk": {"S": "rejected"}, "sk": {"S": "state"}}  # identify or group events kept as rejected
-STATE_KINDS = frozenset({"identify", "group"})
 TRAIT_PREFIX = "trait:"  # a watermark's attribute per trait: the newest arrival sequence that wrote it
 WATERMARK_TRAITS = 50  # traits per watermark update (an update expression holds at most 4 KB)
 LANES = 8  # transactions of one request or drain run in flight at once (each lane in order)
@@ -85,6 +90,7 @@ class Change:
     actions: list[dict[str, Any]]
     heads: dict[str, int]
     parked: int
+    state: bool = False  # its heads' count of parked identify and group events moves too
 
 
 class StoreError(DestinationError):
@@ -108,6 +114,13 @@ class Stored:
     due: float = 0.0  # wall-clock seconds before which a parked event is not tried again
     reason: str | None = None
     code: str | None = None
+    queue: str = ""  # its partition of the queue index (parked and rejected records)
+
+    @property
+    def counted_as_state(self) -> bool:
+        """Parked in the state partition, so counted in its entities' heads' `state` (an identify
+        or group event parked by an older version is not)."""
+        return self.queue == PARKED_STATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +130,7 @@ class Seen:
     blocked: frozenset[str]  # entities with parked events
     states: Mapping[str, Stored]  # event id -> its record, for the ids that have one
     also: tuple[dict[str, Any], ...] = ()  # the items of `also`, in its order ({} for one that does not exist)
+    blocked_state: frozenset[str] = frozenset()  # entities with parked identify or group events
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,14 +231,19 @@ class EventStore:
                 items += self._get(head_keys, deadline)
         found = {(item["pk"]["S"], item["sk"]["S"]): item for item in items}
         blocked: set[str] = set()
+        blocked_state: set[str] = set()
         states: dict[str, Stored] = {}
         for item in items:
             pk, sk = item["pk"]["S"], item["sk"]["S"]
             if sk == "head" and int(item.get("parked", {}).get("N", "0")) > 0:
                 blocked.add(heads[pk])
+                # (a head last written before state events were counted apart holds state events too)
+                if int(item.get("state", {}).get("N", "1")) > 0:
+                    blocked_state.add(heads[pk])
             elif sk == "event":
                 states[records[pk]] = _stored(item, records[pk])
-        return Seen(frozenset(blocked), states, tuple(found.get((k["pk"]["S"], k["sk"]["S"]), {}) for k in also))
+        also_items = tuple(found.get((k["pk"]["S"], k["sk"]["S"]), {}) for k in also)
+        return Seen(frozenset(blocked), states, also_items, frozenset(blocked_state))
 
     def park(
         self,
@@ -244,7 +263,7 @@ class EventStore:
         stored of them is always a prefix of the request. A sender's retry then never finds a newer
         event parked while an older one of it was neither parked nor recorded as delivered."""
         expires = int(self.clock.wall()) + self.done_ttl
-        changes = [Change(r, [self._park_action(r, reason, code)], dict.fromkeys(r.entities, 1), +1)
+        changes = [Change(r, [self._park_action(r, reason, code)], dict.fromkeys(r.entities, 1), +1, r.state)
                    for r, reason, code in parked]  # fmt: skip
         changes += [Change(r, [{"Put": {"TableName": self.table, "Item": _done_item(r, expires)}}], {}, 0)
                     for r in done]  # fmt: skip
@@ -372,10 +391,11 @@ class EventStore:
     # -- the drain's view ------------------------------------------------------------------
 
     def parked_page(
-        self, start: Mapping[str, Any] | None = None, limit: int = 100
+        self, start: Mapping[str, Any] | None = None, limit: int = 100, *, state: bool = False
     ) -> tuple[list[Stored], Mapping[str, Any] | None]:
-        """The oldest parked events (index reads), and where to go on."""
-        return self._queue_page(PARKED, {"hi": "~"}, start, limit)
+        """The oldest parked events (index reads): identify and group events with `state`, the
+        others without; and where to go on."""
+        return self._queue_page(PARKED_STATE if state else PARKED, {"hi": "~"}, start, limit)
 
     def rejected_page(
         self, since_seq: str, before_seq: str, start: Mapping[str, Any] | None = None, limit: int = 100
@@ -388,7 +408,10 @@ class EventStore:
     ) -> list[Stored]:
         """Up to `limit` events of `state` (parked or rejected), and of `code` if given, accepted in
         [since_seq, until_seq], newest first (index reads): what an operator looks at first."""
-        return self._queue_page(state, {"lo": since_seq, "hi": until_seq}, None, limit, newest_first=True, code=code)[0]
+        bounds = {"lo": since_seq, "hi": until_seq}
+        queues = [PARKED_STATE, PARKED] if state == PARKED else [state]
+        found = [s for q in queues for s in self._queue_page(q, bounds, None, limit, newest_first=True, code=code)[0]]
+        return sorted(found, key=lambda stored: stored.record.seq, reverse=True)[:limit]
 
     def queue_state(self, deadline: float) -> QueueState:
         """The parked counters, the last pass's summary and STATE_WATCH, in one consistent read of
@@ -440,7 +463,13 @@ class EventStore:
         settling could not be recorded."""
         now = int(self.clock.wall())
         changes = [
-            Change(s.stored.record, [self._settle_action(s, now)], dict.fromkeys(s.stored.record.entities, -1), -1)
+            Change(
+                s.stored.record,
+                [self._settle_action(s, now)],
+                dict.fromkeys(s.stored.record.entities, -1),
+                -1,
+                s.stored.counted_as_state,
+            )
             for s in settled
         ]
         return set(self._commit_in_order(changes, deadline, lanes))
@@ -495,7 +524,8 @@ class EventStore:
         if not dropped:
             self._call("update_item", **action)  # type: ignore[arg-type]
             return
-        items = [{"Update": action}, *self._head_actions(dict.fromkeys(dropped, -1))]
+        state = dict.fromkeys(dropped, -1) if stored.counted_as_state else {}
+        items = [{"Update": action}, *self._head_actions(dict.fromkeys(dropped, -1), state)]
         # Our retries of it carry the same token: DynamoDB applies the transaction once.
         self._call("transact_write_items", TransactItems=items, ClientRequestToken=str(uuid.uuid4()))
 
@@ -521,6 +551,7 @@ class EventStore:
             narrowed = record.link_only and not stored.record.link_only
             values: dict[str, Any] = {
                 ":parked": {"S": PARKED},
+                ":queue": {"S": _queue(record, PARKED)},
                 ":rejected": {"S": REJECTED},
                 ":seq": {"S": record.seq},
                 ":zero": {"N": "0"},
@@ -534,7 +565,7 @@ class EventStore:
                 "Update": {
                     "TableName": self.table,
                     "Key": {"pk": {"S": _pk_event(record.event_id)}, "sk": {"S": "event"}},
-                    "UpdateExpression": "SET #s = :parked, #q = :parked, attempts = :zero, waits = :zero, due = :zero"
+                    "UpdateExpression": "SET #s = :parked, #q = :queue, attempts = :zero, waits = :zero, due = :zero"
                     + (", linkOnly = :true, entities = :entities" if narrowed else "")
                     + (", #e = :event" if ":event" in values else "")
                     + " REMOVE expiresAt",
@@ -544,7 +575,7 @@ class EventStore:
                     "ExpressionAttributeValues": values,
                 }
             }
-            changes.append(Change(record, [update], dict.fromkeys(record.entities, 1), +1))
+            changes.append(Change(record, [update], dict.fromkeys(record.entities, 1), +1, record.state))
         records = [dataclasses.replace(c.record, index=n) for n, c in enumerate(changes)]
         return self._commit_in_order(changes, deadline, lane_keys(records))
 
@@ -555,7 +586,7 @@ class EventStore:
             "pk": {"S": _pk_event(record.event_id)},
             "sk": {"S": "event"},
             "state": {"S": state},
-            "queue": {"S": state},
+            "queue": {"S": _queue(record, state)},
             "seq": {"S": record.seq},
             "eventId": {"S": record.event_id},
             "kind": {"S": record.kind or "unknown"},
@@ -627,16 +658,23 @@ class EventStore:
             }
         ]
 
-    def _head_actions(self, changes: Mapping[str, int]) -> list[dict[str, Any]]:
-        """One update per entity (a transaction may touch an item once): its count moves by the sum."""
+    def _head_actions(self, changes: Mapping[str, int], state: Mapping[str, int]) -> list[dict[str, Any]]:
+        """One update per entity (a transaction may touch an item once): its count moves by the sum,
+        and its count of identify and group events by theirs (`state`; written even when 0, so that
+        a head without one is known to be older than that count: see lookup)."""
         expires = int(self.clock.wall()) + HEAD_TTL_SECONDS
         return [
             {
                 "Update": {
                     "TableName": self.table,
                     "Key": {"pk": {"S": _pk_entity(entity)}, "sk": {"S": "head"}},
-                    "UpdateExpression": "ADD parked :change SET expiresAt = :expires",
-                    "ExpressionAttributeValues": {":change": {"N": str(change)}, ":expires": {"N": str(expires)}},
+                    "UpdateExpression": "ADD parked :change, #state :state SET expiresAt = :expires",
+                    "ExpressionAttributeNames": {"#state": "state"},
+                    "ExpressionAttributeValues": {
+                        ":change": {"N": str(change)},
+                        ":state": {"N": str(state.get(entity, 0))},
+                        ":expires": {"N": str(expires)},
+                    },
                 }
             }
             for entity, change in changes.items()
@@ -686,15 +724,18 @@ class EventStore:
         attempt = 0
         while pending:
             heads: dict[str, int] = {}
+            state: dict[str, int] = {}
             for change in pending:
                 for entity, moved in change.heads.items():
                     heads[entity] = heads.get(entity, 0) + moved
+                    if change.state:
+                        state[entity] = state.get(entity, 0) + moved
             own = [action for change in pending for action in change.actions]
             parked = sum(change.parked for change in pending)
             counter = self._count_action(parked) if parked else []
             try:
                 self.dynamodb.transact_write_items(
-                    TransactItems=own + self._head_actions(heads) + counter, ClientRequestToken=token
+                    TransactItems=own + self._head_actions(heads, state) + counter, ClientRequestToken=token
                 )
                 return {}
             except Exception as error:
@@ -823,6 +864,11 @@ class EventStore:
         return list(self.executor.map(function, chunks))
 
 
+def _queue(record: Record, state: str) -> str:
+    """The queue index partition of a parked or rejected record."""
+    return PARKED_STATE if state == PARKED and record.state else state
+
+
 def _done_item(record: Record, expires: int) -> dict[str, Any]:
     return _key(_pk_event(record.event_id), "event") | {
         "state": {"S": DONE},
@@ -905,6 +951,7 @@ def _stored(item: Mapping[str, Any], event_id: str) -> Stored:
         due=float(item.get("due", {}).get("N", "0")),
         reason=item.get("reason", {}).get("S") or None,
         code=item.get("code", {}).get("S") or None,
+        queue=item.get("queue", {}).get("S", ""),
     )
 
 

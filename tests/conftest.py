@@ -14,7 +14,15 @@ from typing import Any
 import pytest
 
 from devtools.gainsight_sandbox import Sandbox
-from devtools.local import EVENT_TABLE, LOCAL_ENV, LocalAws, moto_aws, seed_parameters, use_handler_path
+from devtools.local import (
+    EVENT_TABLE,
+    LOCAL_ENV,
+    LocalAws,
+    moto_aws,
+    reset_drain_clock,
+    seed_parameters,
+    use_handler_path,
+)
 
 # Powertools reads these when the handler modules are imported, before any fixture runs.
 for _name in ("POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"):
@@ -70,6 +78,7 @@ def sandbox(sandbox_server: Sandbox, aws: LocalAws) -> Iterator[Sandbox]:
     event store."""
     sandbox_server.state.reset()
     empty_aws()
+    reset_drain_clock()  # this test's drain runs are not aged by an earlier test's
     seed_parameters(sandbox_server.url)
     clear_caches()
     yield sandbox_server

@@ -82,16 +82,19 @@ def stored(state: str = "parked") -> list[Any]:
     from devtools.local import EVENT_TABLE
     from store import EventStore
 
-    records, start = [], None
+    records: list[Any] = []
     store = EventStore(EVENT_TABLE, boto3.client("dynamodb"))
-    while True:
-        if state == "parked":
-            page, start = store.parked_page(start)
-        else:
-            page, start = store.rejected_page("0", "~", start)
-        records += page
-        if start is None:
-            return records
+    for queue in (True, False) if state == "parked" else (None,):
+        start = None
+        while True:
+            if queue is None:
+                page, start = store.rejected_page("0", "~", start)
+            else:
+                page, start = store.parked_page(start, state=queue)
+            records += page
+            if start is None:
+                break
+    return sorted(records, key=lambda stored: stored.record.seq)
 
 
 class FakeClock:
@@ -105,7 +108,17 @@ class FakeClock:
         self.slept: list[float] = []
         self._lock = threading.Lock()
         self._seen = threading.local()  # what this thread last read: where its sleep starts
-        self.clock = Clock(monotonic=self.monotonic, sleep=self.sleep)
+        self._wall_offset: float | None = None  # None: the real wall clock
+        self.clock = Clock(monotonic=self.monotonic, sleep=self.sleep, wall=self.wall)
+
+    def start_wall_at(self, wall: float) -> None:
+        """From now on the wall clock reads `wall`, and moves with this clock's monotonic time."""
+        with self._lock:
+            self._wall_offset = wall - self.now
+
+    def wall(self) -> float:
+        with self._lock:
+            return time.time() if self._wall_offset is None else self.now + self._wall_offset
 
     def monotonic(self) -> float:
         with self._lock:

@@ -116,7 +116,7 @@ def _parser_variables() -> tuple[dict[str, str], list[str], Settings]:
 
 def _field_of(name: str, required: dict[str, str], base: Settings) -> str:
     """The Settings field a variable sets: the one that changes when it is set."""
-    for value in ("7777", "true", "cs.acme.example"):
+    for value in ("7777", "7", "true", "cs.acme.example"):
         try:
             changed = parse_settings({**required, name: value})
         except ConfigurationError:

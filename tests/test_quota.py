@@ -230,3 +230,98 @@ def test_a_gainsight_429_pauses_the_next_request_too(sandbox: Sandbox) -> None:
     # Then it does not spend a call into the pause: its event is parked at once
     assert reply.outcomes == ["deferred"]
     assert sandbox.state.count() == calls
+
+
+# -- the day's reserve for people and companies, Gainsight's own headers, the forecast -------------
+
+
+def reserved_quota(clock: Clock, *, per_day: int = 100) -> SharedQuota:
+    return SharedQuota(
+        EVENT_TABLE,
+        boto3.client("dynamodb"),
+        Budget(1000, per_day, window_seconds=60, state_reserve=0.2),
+        max_wait=0.0,
+        deadline=clock.now + 300,
+        clock=ClockObject(monotonic=clock.time, sleep=clock.sleep, wall=clock.time),
+    )
+
+
+def test_telemetry_takes_no_share_of_the_state_reserve_which_shrinks_by_midnight(clock: Clock) -> None:
+    # Given a day of 100 calls with 20 % kept for state, at midnight UTC
+    clock.now = 1_800_000_000.0 // 86400 * 86400 + 86400
+    q = reserved_quota(clock)
+    # Then telemetry may spend 80 and no more, and state calls the remaining 20
+    assert sum(q.take(telemetry=True) for _ in range(100)) == 80 and q.reserve_reached
+    assert takes(q, 100) == 20
+    # And at 18:00, a quarter of the day left, a new day's telemetry may spend all but 5
+    clock.now += 86400 + 18 * 3600
+    later = reserved_quota(clock)
+    assert sum(later.take(telemetry=True) for _ in range(100)) == 95
+
+
+def test_gainsights_own_lower_limit_caps_every_instance_for_the_day(clock: Clock) -> None:
+    # Given a budget of 10 calls a minute, when an answer says Gainsight's limit is 4
+    first = quota(clock)
+    assert first.take()
+    first.calibrate(4, 3, None)
+    first.release()
+    # Then no instance plans more than 4 in the window, the call already made included
+    assert takes(quota(clock), 10) == 3
+    # And a limit above the configured budget changes nothing (the configuration stays the ceiling)
+    clock.now += 61
+    other = quota(clock)
+    other.calibrate(200, 199, None)
+    assert takes(other, 10) == 4
+
+
+def test_gainsight_saying_nothing_is_left_pauses_everyone_until_its_reset(clock: Clock) -> None:
+    first = quota(clock)
+    assert first.take()
+    # When an answer says no call is left in Gainsight's window, resetting in 20 s
+    first.calibrate(10, 0, 20.0)
+    # Then another instance finds no room now, and room again after 20 s
+    assert takes(quota(clock), 5) == 0
+    clock.now += 21
+    assert takes(quota(clock), 5) == 5
+
+
+def test_answers_that_change_nothing_write_nothing(clock: Clock) -> None:
+    q = quota(clock)
+    assert q.take()
+    requests = dynamodb_requests(q.dynamodb)
+    for remaining in range(9, 0, -1):
+        q.calibrate(10, remaining, None)
+    assert requests == []
+
+
+@pytest.mark.parametrize(
+    ("hour", "used", "recent", "hours", "short"),
+    [
+        (6, 30_000, 100, 3.33, 14.67),  # 6,000 an hour in the last minute, 5,000 over the day: 3.3 h left
+        (12, 20_000, 0, 18.0, 0.0),  # a quiet minute: at the day's average (1,667 an hour) it lasts past midnight
+        (0, 0, 0, 48.0, 0.0),  # nothing spent: nothing to forecast
+        (23, 50_000, 0, 0.0, 1.0),  # spent, an hour before midnight
+    ],
+)
+def test_the_forecast_says_when_the_days_budget_runs_out(hour, used, recent, hours, short) -> None:
+    from quota import Usage, forecast
+
+    midnight = 1_800_000_000.0 // 86400 * 86400
+    ahead = forecast(Budget(100, 50_000), Usage(day_used=used, recent=recent), midnight + hour * 3600)
+    assert (ahead.hours, ahead.short) == (hours, short)
+
+
+def test_answers_carrying_rate_limit_headers_keep_a_request_under_gainsights_limit(
+    sandbox: Sandbox, fake_clock: Any
+) -> None:
+    # Given a tenant whose limit is 20 calls a minute, as its answers say, and a budget of 100
+    with sandbox.state.lock:
+        sandbox.state.faults.quota_per_minute = 20
+        sandbox.state.faults.rate_limit_headers = True
+    # When a request brings 60 track events
+    reply = post("/v1/batch", {"batch": [track(message_id=f"t{n}") | {"userId": f"u{n}"} for n in range(60)]})
+    # Then Gainsight never answers 429: what its limit leaves no room for waits, parked
+    statuses = [call.status for call in sandbox.state.calls]
+    assert 429 not in statuses
+    assert reply.outcomes.count("delivered") == len(sandbox.state.snapshot()["events"]) <= 20
+    assert {s.code for s in stored()} == {"quota"}

@@ -170,7 +170,7 @@ def test_the_event_store_survives_the_stack_and_alarms_watch_it(template) -> Non
     assert alarms == {
         "EventsGaveUpAlarm", "OldestParkedAlarm", "DrainFailingAlarm", "DailyBudgetAlarm", "CredentialsRejectedAlarm",
         "ConfigurationErrorAlarm", "ErrorRateAlarm",
-        "ThrottlingAlarm", "ApiThrottlingAlarm",
+        "ThrottlingAlarm", "ApiThrottlingAlarm", "QuotaForecastAlarm",
     }  # fmt: skip
     # The metrics the alarms read are the ones the code emits.
     ingest_source = "".join(path.read_text() for path in (ROOT / "handler").glob("*.py"))
@@ -181,6 +181,7 @@ def test_the_event_store_survives_the_stack_and_alarms_watch_it(template) -> Non
         "EventsGaveUpAlarm",
         "OldestParkedAlarm",
         "DailyBudgetAlarm",
+        "QuotaForecastAlarm",
     ):
         assert f'name="{resources[name]["Properties"]["MetricName"]}"' in ingest_source
 
@@ -227,7 +228,7 @@ def test_metrics_are_told_apart_by_stack_and_alarms_read_what_the_code_emits(tem
     ours = {name: a for name, a in alarms.items() if a.get("Namespace") == namespace}
     assert set(ours) == {
         "EventsGaveUpAlarm", "OldestParkedAlarm", "CredentialsRejectedAlarm", "ConfigurationErrorAlarm",
-        "ThrottlingAlarm", "DailyBudgetAlarm",
+        "ThrottlingAlarm", "DailyBudgetAlarm", "QuotaForecastAlarm",
     }  # fmt: skip
     for name, alarm in ours.items():
         assert alarm["Dimensions"] == [{"Name": "service", "Value": service}], name

@@ -121,15 +121,16 @@ def person_body(
     return body
 
 
-def expected_calls(work: Plan, lookups: Sequence[str]) -> int:
-    """The Gainsight calls a plan needs when nothing fails: lookups, company writes (inserts and
-    updates may both be needed), one People PUT per person, one publish per track event, one
-    Timeline insert per MAX_ACTIVITY_RECORDS activities."""
+def expected_calls(work: Plan, lookups: Sequence[str]) -> tuple[int, int]:
+    """The Gainsight calls a plan needs when nothing fails, and how many of them are telemetry:
+    lookups, company writes (inserts and updates may both be needed), one People PUT per person;
+    one publish per track event, one Timeline insert per MAX_ACTIVITY_RECORDS activities."""
     company_writes = -(-len(work.companies) // MAX_WRITE_RECORDS) + (1 if work.companies else 0)
     people = sum(len(p) for p in work.people.values())
     tracks = sum(len(t) for t in work.events.values())
     activities = -(-sum(len(a) for a in work.activities.values()) // MAX_ACTIVITY_RECORDS)
-    return -(-len(lookups) // QUERY_CHUNK) + company_writes + people + tracks + activities
+    state = -(-len(lookups) // QUERY_CHUNK) + company_writes + people
+    return state + tracks + activities, tracks + activities
 
 
 def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -285,7 +286,7 @@ class Delivery:
         cached = {key: gsid for key in keys if (gsid := self.cache.get(self.scope, key)) is not None}
         if self.gainsight.quota is not None:
             # One reservation of the tenant's budget for the whole plan, before its first call.
-            self.gainsight.quota.expect(expected_calls(work, [key for key in keys if key not in cached]))
+            self.gainsight.quota.expect(*expected_calls(work, [key for key in keys if key not in cached]))
         lookups = self._start_lookup([key for key in keys if key not in cached])
         linked = [key for key, people in work.people.items() if any(p.links for p in people.values())]
         futures: list[Future[Chain]] = [

@@ -27,8 +27,8 @@ from delivery import CompanyCache, Delivery, Ledger, Outcome, outcome_of
 from errors import ConfigurationError, DestinationError, RequestRejected
 from gainsight import CallLog, Gainsight, pool
 from observability import logger, metrics
+from quota import CHUNK, Budget, SharedQuota, Usage, forecast
 from quota import KEY as QUOTA_KEY
-from quota import Budget, SharedQuota, Usage, forecast
 from record import Record
 from settings import Settings, settings
 from store import DONE, REJECTED, STATE_KINDS, STATE_WATCH, EventStore, Seen, Settled, StoreError
@@ -382,6 +382,9 @@ def deliver(
         deadline=deadline,
         clock=clock,
         known=quota_item,
+        # A request reserves its plan in one write; the drain, which may wait as long as it runs, a
+        # few calls at a time (its calls may start long after a large reservation).
+        chunk=CHUNK if wait_for_quota else None,
     )
     gainsight = Gainsight(
         destination,

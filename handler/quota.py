@@ -3,14 +3,18 @@
 Gainsight counts calls per fixed minute (and per day) in windows we cannot see, so the budget is a
 sliding window: the start times of the last calls, kept in one DynamoDB item, never more than the
 current rate within any `window_seconds`. That bounds every Gainsight window too, however it is
-aligned. A caller reserves a few calls per write (CHUNK, or what its plan still needs), just before
-it makes them, and gives back what it did not use: a reservation's start time is close to its calls'
-own. A 429 pauses everyone until its Retry-After and cuts the rate by 30 %, once per window however
-many calls it answered; every window without one raises it by 10 %, never above the configured
-budget (rudder-server's adaptive throttler). The same item counts the day's calls against the daily
-budget, of which a reserve (`Budget.state_reserve`) is kept for people and companies: telemetry calls
-(Events Framework publishes, Timeline inserts) take no share of it. The reserve shrinks evenly to 0
-by midnight UTC: what people and companies did not need by then is spent on telemetry.
+aligned. A caller reserves what its plan still needs of each kind of call in one write (a drain run,
+which may wait for room as long as it lasts, CHUNK at a time), just before it makes them; when it is
+done it gives back what it did not use and moves the stamps of calls made more than
+RESERVATION_SKEW_SECONDS after their reservation to when they were made, in one more write. So the
+window holds each call at its own start time, for two writes a request. A 429 pauses everyone until
+its Retry-After and cuts the rate by 30 %, once per window however many calls it answered; every
+window without one raises it by 10 %, never above the configured budget (rudder-server's adaptive
+throttler); Gainsight's x-ratelimit-* answers lower it further (`calibrate`). The same item counts
+the day's calls against the daily budget, of which a reserve (`Budget.state_reserve`) is kept for
+people and companies: telemetry calls (Events Framework publishes, Timeline inserts) take no share
+of it. The reserve shrinks evenly to 0 by midnight UTC: what people and companies did not need by
+then is spent on telemetry.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ KEY = {"pk": {"S": "quota"}, "sk": {"S": "calls"}}
 DEFAULT_PAUSE_SECONDS = 2.0
 DAY_SECONDS = 86400
 MIN_RATE_SHARE = 0.1  # the rate never adapts below a tenth of the budget
-CHUNK = 10  # calls reserved per write: about what a request's threads start at once
+CHUNK = 10  # calls a drain run reserves per write: about what its threads start at once
 RESERVATION_SKEW_SECONDS = 0.5
 
 
@@ -111,8 +115,10 @@ class SharedQuota:
         deadline: float,
         clock: Clock = REAL_CLOCK,
         known: dict[str, Any] | None = None,
+        chunk: int | None = None,
     ) -> None:
         self.table = table
+        self.chunk = chunk  # calls reserved per write at most; None: what the plan still needs
         self.dynamodb = dynamodb
         self.budget = budget
         self.max_wait = max_wait
@@ -121,18 +127,19 @@ class SharedQuota:
         self.usage = Usage()
         self._lock = threading.Lock()
         self._held = {False: 0, True: 0}  # reserved and not used yet, for state and for telemetry calls
-        self._stamps: list[float] = []  # the start times we reserved, to give back the unused ones
-        self._expected = 0  # calls the plan still expects to make, reserved or not
+        self._stamps: list[float] = []  # the start times we reserved, in the order they are taken
+        self._made: list[float] = []  # when each share taken was taken (its call's start)
+        self._expected = {False: 0, True: 0}  # calls of each kind the plan still expects, reserved or not
         self._denied = {False: False, True: False}  # a take found no room in time: later ones answer at once
         self.reserve_reached = False  # a telemetry take found only the state reserve left
         self._wait_until: float | None = None  # set when a take first finds no room: max_wait from then
         self._known = _decode(known) if known is not None else None  # the item as last read or written
         self._fresh = known is not None  # _known was just read: "no room" may be believed without a read
 
-    def expect(self, calls: int) -> None:
-        """The calls a plan expects to make: what later reservations are sized by."""
+    def expect(self, calls: int, telemetry: int = 0) -> None:
+        """The calls a plan expects to make, `telemetry` of them telemetry: what reservations are sized by."""
         with self._lock:
-            self._expected = calls
+            self._expected = {False: max(0, calls - telemetry), True: telemetry}
 
     def take(self, *, telemetry: bool = False) -> bool:
         """One call's share of the budget: False when there is none now (or, waiting, before the
@@ -141,7 +148,8 @@ class SharedQuota:
             while self._held[telemetry] == 0:
                 if self._denied[telemetry] or self.clock.monotonic() >= self.deadline:
                     return False
-                if self._reserve(min(CHUNK, max(1, self._expected)), telemetry=telemetry) == 0:
+                wanted = max(1, self._expected[telemetry])
+                if self._reserve(min(wanted, self.chunk or wanted), telemetry=telemetry) == 0:
                     if self.reserve_reached and telemetry:
                         self._denied[True] = True  # nothing frees up for telemetry by waiting
                         return False
@@ -152,7 +160,8 @@ class SharedQuota:
                         self._denied[telemetry] = self._denied[True] = True
                         return False
             self._held[telemetry] -= 1
-            self._expected = max(0, self._expected - 1)
+            self._expected[telemetry] = max(0, self._expected[telemetry] - 1)
+            self._made.append(self.clock.wall())
             return True
 
     def give_back(self, *, telemetry: bool = False) -> None:
@@ -160,6 +169,7 @@ class SharedQuota:
         next call, or given back by `release`."""
         with self._lock:
             self._held[telemetry] += 1
+            self._made.pop()
 
     def throttled(self, retry_after: float | None) -> None:
         """Gainsight answered 429: everyone pauses, and the rate comes down by 30 %."""
@@ -190,15 +200,38 @@ class SharedQuota:
         pause = DEFAULT_PAUSE_SECONDS if reset_seconds is None else reset_seconds
         pause = min(max(pause, 0.0), self.budget.window_seconds)  # never longer than the window
 
+        dropped: list[float] = []
+
         def change(item: dict[str, Any], now: float) -> dict[str, Any] | None:
+            nonlocal dropped
             changed = dict(item)
             if lower and limit is not None and limit < self._ceiling(item, now):
                 changed |= {"ceiling": float(limit), "ceilingDay": int(now // DAY_SECONDS)}
             if spent and float(item.get("pausedUntil", 0)) < now + pause - 0.5:
                 changed["pausedUntil"] = now + pause
+            # Shares this instance holds and has not used: those the new limit has no room for (all
+            # of them while Gainsight says none is left) are given back, not spent into a 429.
+            times = [t for t in item.get("times", []) if t > now - self.budget.span]
+            over = len(times) - int(min(self.budget.per_window, self._ceiling(changed, now)))
+            drop = len(unused) if spent else max(0, min(len(unused), over))
+            dropped = unused[len(unused) - drop :]
+            if dropped:
+                left = list(item.get("times", []))
+                for stamp in dropped:
+                    if stamp in left:
+                        left.remove(stamp)
+                changed |= {"times": left, "dayUsed": max(0, int(item.get("dayUsed", 0)) - len(dropped))}
             return changed if changed != item else None
 
-        self._update(change)
+        with self._lock:  # no share is taken meanwhile
+            unused = self._stamps[len(self._made) :]
+            self._update(change)
+            for stamp in dropped:
+                self._stamps.remove(stamp)
+            for kind in (True, False):  # telemetry's first
+                taken = min(self._held[kind], len(dropped))
+                self._held[kind] -= taken
+                dropped = dropped[taken:]
 
     def _ceiling(self, item: dict[str, Any], now: float) -> float:
         """What Gainsight's headers said its limit per window is, today (inf: nothing said)."""
@@ -207,20 +240,25 @@ class SharedQuota:
         return float(item.get("ceiling", math.inf))
 
     def release(self) -> None:
-        """Give back what was reserved and not used."""
+        """Give back what was reserved and not used, and move the stamps of calls made well after
+        their reservation to when they were made (one write; none when there is neither)."""
         with self._lock:
-            unused, self._held = sum(self._held.values()), {False: 0, True: 0}
-            stamps, self._stamps = self._stamps, []
-        if unused <= 0:
+            self._held = {False: 0, True: 0}
+            stamps, self._stamps = sorted(self._stamps), []
+            made, self._made = sorted(self._made), []
+        # Shares are taken in the order they were reserved: the n-th call made used the n-th stamp.
+        moved = [(stamp, at) for stamp, at in zip(stamps, made, strict=False) if at - stamp > RESERVATION_SKEW_SECONDS]
+        giving = stamps[len(made) :]
+        if not giving and not moved:
             return
-        giving = sorted(stamps)[-unused:]
 
         def change(item: dict[str, Any], _: float) -> dict[str, Any]:
             times = list(item.get("times", []))
-            for stamp in giving:
+            for stamp in giving + [stamp for stamp, _ in moved]:
                 if stamp in times:
                     times.remove(stamp)
-            return item | {"times": times, "dayUsed": max(0, int(item.get("dayUsed", 0)) - unused)}
+            times += [at for _, at in moved]
+            return item | {"times": times, "dayUsed": max(0, int(item.get("dayUsed", 0)) - len(giving))}
 
         self._update(change)
 

@@ -325,3 +325,23 @@ def test_answers_carrying_rate_limit_headers_keep_a_request_under_gainsights_lim
     assert 429 not in statuses
     assert reply.outcomes.count("delivered") == len(sandbox.state.snapshot()["events"]) <= 20
     assert {s.code for s in stored()} == {"quota"}
+
+
+def test_a_request_reserves_its_plan_in_one_write_and_leaves_each_call_at_its_start(clock: Clock) -> None:
+    # Given a request planning 6 calls (a request reserves its whole plan at once)
+    q = quota(clock)
+    q.chunk = None
+    q.expect(6)
+    writes = dynamodb_requests(q.dynamodb)
+    assert q.take()
+    start = clock.now
+    # When it makes 4 more calls 3 s later (Gainsight was slow), and one is never made
+    clock.now += 3
+    assert takes(q, 4) == 4
+    q.release()
+    # Then one write reserved them all and one more gave back the unused share and moved the late
+    # calls' stamps to when they were made: the window holds every call at its own start time
+    assert writes.count("PutItem") == 2
+    item = boto3.client("dynamodb").get_item(TableName=EVENT_TABLE, Key=KEY)["Item"]
+    assert sorted(float(t["N"]) for t in item["times"]["L"]) == [start] + [start + 3] * 4
+    assert int(item["dayUsed"]["N"]) == 5

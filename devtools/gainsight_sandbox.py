@@ -4,7 +4,8 @@ call, and can be told to misbehave (latency, 429, 5xx, timeouts, dropped connect
 
 Timeline activities (`POST /v1/ant/es/activity`): at most MAX_ACTIVITY_RECORDS records a call,
 each answered on its own (`data.records[i].success`); an ExternalId already stored is refused
-for that record (GSTL_1009) and never creates a second activity. The real single-insert limit of
+for that record (GSTL_1009, or `Faults.duplicate_activity_code`) and never creates a second
+activity; `PUT ...?identifier=externalid` updates activities by ExternalId. The real single-insert limit of
 ~200 calls per minute is not modelled apart from the shared quota.
 
 A development tool: it is never deployed. Run it alone with `python -m devtools.gainsight_sandbox`.
@@ -55,6 +56,7 @@ OPERATIONS = {
     ("POST", "/v1/data/objects/query/Company"): "company_query",
     ("POST", "/v1.0/api/eventManager/event"): "event_publish",
     ("POST", "/v1/ant/es/activity"): "activity_insert",
+    ("PUT", "/v1/ant/es/activity"): "activity_update",
 }
 
 
@@ -82,6 +84,9 @@ class Faults:
     # Answers carry x-ratelimit-limit and x-ratelimit-remaining of the quota window (as Gainsight's
     # Timeline API documents); off unless a test or run asks for them.
     rate_limit_headers: bool = False
+    # The per-record code refusing an insert whose ExternalId exists: Gainsight does not document
+    # it, so a test can make the "tenant" answer another one.
+    duplicate_activity_code: str = "GSTL_1009"
     random_rate: float = 0.0  # share of calls that misbehave at random (5xx, 429, timeout, drop)
     lost_answer_rate: float = 0.0  # share of calls that are carried out and then answered with a dropped connection
     random_timeout: float = 3.0
@@ -374,7 +379,8 @@ def _activity_error(
     if missing:
         return {"errorCode": "GSTL_1001", "errorDesc": f"{missing[0]} is required"}, {}
     if str(record["ExternalId"]) in state.activities:
-        return {"errorCode": "GSTL_1009", "errorDesc": f"ExternalId {record['ExternalId']} exists already"}, {}
+        code = state.faults.duplicate_activity_code
+        return {"errorCode": code, "errorDesc": f"ExternalId {record['ExternalId']} exists already"}, {}
     if record["ContextName"] != "Company":
         return {"errorCode": "GSTL_1001", "errorDesc": f"ContextName {record['ContextName']} is not supported"}, {}
     if record["TypeName"] not in ACTIVITY_TYPES:
@@ -418,6 +424,29 @@ def insert_activities(state: SandboxState, body: Any) -> dict[str, Any]:
         results.append({"success": True, "ExternalId": record["ExternalId"], "Gsid": activity["Gsid"], "errors": None})
     created = sum(1 for r in results if r["success"])
     return {"count": created, "errors": None, "records": results}
+
+
+def update_activities(state: SandboxState, body: Any, query: str) -> dict[str, Any]:
+    """Update activities matched by ExternalId (`identifier=externalid`): per record, success, or
+    GSTL_1012 when there is none with that ExternalId."""
+    if parse_qs(query).get("identifier") != ["externalid"]:
+        raise Refused(400, "GSTL_1001", "identifier=externalid is required")
+    records = body.get("records") if isinstance(body, dict) else None
+    if not isinstance(records, list) or not records:
+        raise Refused(400, "GSTL_1001", "records are required")
+    if len(records) > MAX_ACTIVITY_RECORDS:
+        raise Refused(400, "GSTL_1010", f"at most {MAX_ACTIVITY_RECORDS} records per call")
+    results = []
+    for record in records:
+        external = str(record.get("ExternalId")) if isinstance(record, dict) else None
+        existing = state.activities.get(external) if external is not None else None
+        if existing is None:
+            error = {"errorCode": "GSTL_1012", "errorDesc": f"No activity with ExternalId {external}"}
+            results.append({"success": False, "ExternalId": external, "Gsid": None, "errors": [error]})
+            continue
+        existing.update({k: v for k, v in record.items() if k != "Gsid"})
+        results.append({"success": True, "ExternalId": external, "Gsid": existing["Gsid"], "errors": None})
+    return {"count": sum(1 for r in results if r["success"]), "errors": None, "records": results}
 
 
 class SandboxHandler(BaseHTTPRequestHandler):
@@ -524,6 +553,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
                     "company_query": lambda: query_companies(state, body),
                     "event_publish": lambda: publish_event(state, headers, body),
                     "activity_insert": lambda: insert_activities(state, body),
+                    "activity_update": lambda: update_activities(state, body, query),
                 }
                 data = handlers[operation]()
             except Refused as refused:

@@ -30,7 +30,7 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 INSERT_RETRY_STATUSES = frozenset({429, 503})
 MIN_ATTEMPT_SECONDS = 1.0
 # Telemetry: what the day's state reserve is kept from (quota.Budget.state_reserve).
-TELEMETRY_OPERATIONS = frozenset({"event_publish", "activity_insert"})
+TELEMETRY_OPERATIONS = frozenset({"event_publish", "activity_insert", "activity_update"})
 AUTH_ERROR_CODES = frozenset({"GS_APIG_2401", "GSOBJ_1024"})
 NOT_FOUND_CODES = frozenset({"GSOBJ_1011"})
 MAX_WRITE_RECORDS = 50
@@ -39,7 +39,6 @@ MAX_WRITE_RECORDS = 50
 MAX_ACTIVITY_RECORDS = 25
 # How an insert whose ExternalId exists already is refused: undocumented; the sandbox's code. The
 # activity is there, so such a refusal counts as delivered.
-DUPLICATE_ACTIVITY_CODES = frozenset({"GSTL_1009"})
 MAX_QUERY_ROWS = 5000
 
 _pool_lock = threading.Lock()
@@ -299,14 +298,35 @@ class Gainsight:
         """Insert up to MAX_ACTIVITY_RECORDS Timeline activities; per record, None when it is in
         Gainsight (created now, or already there under its ExternalId) or the error refusing it.
 
+        How Gainsight refuses an ExternalId that exists is not documented, so every record it
+        refuses is confirmed with an update matched by ExternalId (its documented match key): one
+        that updates was there already (an earlier attempt created it, with these same fields);
+        one that does not is refused for the insert's reason.
+
         Raises:
             GainsightError: when the whole call failed or was refused.
         """
-        reply = self._call(
-            "activity_insert", "POST", "/v1/ant/es/activity", {"records": list(records), "lookups": lookups}
-        )
+        body = {"records": list(records), "lookups": lookups}
+        errors = self._activity_results("activity_insert", "POST", "/v1/ant/es/activity", body, len(records))
+        refused = [n for n, error in enumerate(errors) if error is not None]
+        if refused:
+            again = {"records": [records[n] for n in refused], "lookups": lookups}
+            path = "/v1/ant/es/activity?identifier=externalid"
+            try:
+                updated = self._activity_results("activity_update", "PUT", path, again, len(refused))
+            except GainsightError:
+                updated = [errors[n] for n in refused]  # not confirmed: the insert's answer stands
+            for n, error in zip(refused, updated, strict=True):
+                if error is None:
+                    errors[n] = None
+        return errors
+
+    def _activity_results(
+        self, operation: str, method: str, path: str, body: Mapping[str, Any], expected: int
+    ) -> list[GainsightError | None]:
+        reply = self._call(operation, method, path, body)
         results = list(_records(reply))
-        if len(results) != len(records):
+        if len(results) != expected:
             raise GainsightError(
                 "Gainsight did not answer for every activity sent",
                 status_code=502,
@@ -494,9 +514,6 @@ def _activity_error(result: Mapping[str, Any]) -> GainsightError | None:
     if result.get("success") is not False:
         return None
     errors = [e for e in result.get("errors") or [] if isinstance(e, dict)]
-    codes = {e.get("errorCode") for e in errors}
-    if codes and codes <= DUPLICATE_ACTIVITY_CODES:
-        return None  # its ExternalId is taken: an earlier attempt created it
     first = errors[0] if errors else {}
     code = first.get("errorCode") if isinstance(first.get("errorCode"), str) else None
     detail = f"{code}: {first.get('errorDesc')}" if code and first.get("errorDesc") else str(code or "refused")

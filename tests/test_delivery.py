@@ -116,6 +116,7 @@ def test_a_batch_costs_one_call_per_person_company_write_and_track(sandbox: Sand
     calls = sandbox.state.snapshot()["calls"]
     assert calls == {
         "activity_insert": 0,
+        "activity_update": 0,
         "company_insert": 1,
         "company_query": 1,
         "company_update": 0,

@@ -112,6 +112,27 @@ def test_a_parked_activity_whose_first_insert_was_stored_is_never_created_twice(
     assert stored() == []
 
 
+@pytest.mark.parametrize("code", ["GSTL_1009", "GSTL_7001"])
+def test_an_activity_already_there_is_delivered_whatever_code_refuses_its_external_id(
+    sandbox: Sandbox, fake_clock: FakeClock, code: str
+) -> None:
+    # Given a tenant that refuses an ExternalId it has with some code (none is documented), and an
+    # activity stored by an insert whose answer was lost
+    with sandbox.state.lock:
+        sandbox.state.faults.duplicate_activity_code = code
+    with_timeline(sandbox)
+    post("/v1/group", group("Acme"))
+    sandbox.fail(
+        Fault(lost_answer=True, operation="activity_insert"), Fault(status=503, operation="activity_insert", times=3)
+    )
+    assert post("/v1/track", seats()).outcomes == ["deferred"]
+    # When the drain tries it again: the insert is refused, and confirmed by an update by ExternalId
+    assert drain()["delivered"] == 1
+    # Then it is delivered, once, and nothing is kept as rejected
+    assert len(activities(sandbox)) == 1 and stored() == [] and stored("rejected") == []
+    assert sandbox.state.count("activity_update") == 1
+
+
 def test_a_refused_activity_rejects_only_its_event(sandbox: Sandbox) -> None:
     # Given a batch with an activity for a company Gainsight does not have
     with_timeline(sandbox)
@@ -130,6 +151,8 @@ def test_a_refused_activity_rejects_only_its_event(sandbox: Sandbox) -> None:
     assert "Nowhere Ltd" in reply.body["results"][2]["error"]
     assert sorted(a["ExternalId"] for a in activities(sandbox)) == ["s1", "s3"]
     assert [s.code for s in stored("rejected")] == ["GSTL_1003"]
+    # (after an update by its ExternalId found no such activity: it was not a duplicate)
+    assert sandbox.state.count("activity_update") == 1
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,8 @@ from devtools.local import (
     LOCAL_ENV,
     ROOT,
     api_event,
+    demo_config,
+    drain,
     invoke,
     moto_aws,
     quiet_powertools,
@@ -400,6 +402,49 @@ def call_rows(row: Any, calls: dict[str, Any], sandbox: Sandbox, args: argparse.
         "reads: every event's record (resends); writes: one per track event (exactly once)")  # fmt: skip
 
 
+ROLLUP_USERS, ROLLUP_PER_USER = 25, 40  # 40 uses an hour by each of 25 users: 1,000 events
+DAY_OF_EVENTS, DAY_OF_CALLS = 1_000_000, 50_000
+
+
+def rollup_run(sandbox: Sandbox) -> dict[str, Any]:
+    """One event name rolled up hourly per user (rollupMap): the track events one Gainsight call carries."""
+    from datetime import UTC, datetime
+
+    rollup = {
+        "eventName": "Feature Used",
+        "window": "1h",
+        "to": {"eventName": "feature_usage_hourly", "eventVersion": "1.0"},
+        "sum": ["duration"],
+        "distinct": ["feature"],
+    }
+    seed_parameters(sandbox.url, config=demo_config(sandbox.url) | {"rollupMap": [rollup]})
+    sandbox.state.reset()
+    reset_container()
+    hour = (time.time() // 3600 - 2) * 3600  # an hour whose windows have closed
+    rng = random.Random(11)
+    events = [
+        {
+            "type": "track",
+            "event": "Feature Used",
+            "messageId": f"use-{next(_runs)}-{user}-{n}",
+            "userId": f"user{user}",
+            "timestamp": datetime.fromtimestamp(hour + rng.uniform(0, 3599), UTC).isoformat(),
+            "properties": {"duration": rng.randint(1, 600), "feature": rng.choice(["search", "export", "share"])},
+        }
+        for n in range(ROLLUP_PER_USER)
+        for user in range(ROLLUP_USERS)
+    ]
+    outcomes: Counter[str] = Counter()
+    for start in range(0, len(events), 100):
+        outcomes.update(post_batch(events[start : start + 100])[1])
+    drain()  # the windows are closed: each is published once
+    published = [e for e in sandbox.state.events if e["eventName"] == "feature_usage_hourly"]
+    counted = sum(int(e["body"]["count"]) for e in published)
+    seed_parameters(sandbox.url)
+    reset_container()
+    return {"events": len(events), "calls": sandbox.state.count(), "counted": counted, "outcomes": dict(outcomes)}
+
+
 def bench_section(rows: list[tuple[str, str, str]], *, today: date, host: str) -> str:
     """docs/benchmark.md's measured section: when, where, and the table."""
     return f"{stamp(today, host)}\n\n" + markdown_table(("measure", "value", "context"), rows)
@@ -460,6 +505,13 @@ def main() -> int:
         row("peak RSS, one 4 MB batch", f"{memory['peak_kb'] / 1024:.0f} MB",
             f"{memory['events']} events, {memory['body_bytes'] / 1e6:.1f} MB, HTTP {memory['status']}; "
             f"{memory['before_kb'] / 1024:.0f} MB before importing the handler; target < 128 MB")  # fmt: skip
+        rolled = rollup_run(sandbox)
+        per_call = rolled["events"] / max(1, rolled["calls"])
+        row("rollups: track events per Gainsight call", f"{per_call:.1f}",
+            f"one name rolled up hourly per user: {rolled['events']} events of {ROLLUP_USERS} users in one hour, "
+            f"{rolled['calls']} calls, {rolled['counted']} counted in what they published; outcomes "
+            f"{json.dumps(rolled['outcomes'])}; target >= 20; so {DAY_OF_EVENTS:,} such events a day take "
+            f"{DAY_OF_EVENTS / per_call:,.0f} calls (budget {DAY_OF_CALLS:,})")  # fmt: skip
     worst = worst_case_run()
     row(f"worst case: {worst['events']}-event batch, Gainsight hanging", f"{worst['modelled']:.1f} s",
         f"delivery budget spent + {worst['aws_seconds']:.2f} s of AWS calls {worst['calls']} at DynamoDB latencies "

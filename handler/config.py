@@ -40,6 +40,7 @@ CONFIG_KEYS = frozenset(
         "companyKey",
         "companyPersonMap",
         "timelineMap",
+        "rollupMap",
     }
 )
 # Read by editors, not by the function: the example config names its JSON Schema.
@@ -75,6 +76,19 @@ class TimelineActivity:
 
 
 @dataclass(frozen=True, slots=True)
+class Rollup:
+    """How track events of one name are counted into one Events Framework event per entity and
+    window instead of being published one by one."""
+
+    window_seconds: int  # windows align to the UTC day: a whole number of them fits in it
+    by: str  # "user" or "company"
+    event_name: str  # of the published rollup
+    event_version: str
+    sums: tuple[str, ...] = ()  # numeric properties summed
+    distinct: tuple[str, ...] = ()  # properties whose distinct values are listed
+
+
+@dataclass(frozen=True, slots=True)
 class Destination:
     base_url: str
     access_key: str = field(repr=False)
@@ -97,6 +111,7 @@ class Destination:
     company_person_map: tuple[tuple[str, str], ...] = ()  # group trait -> the person's field on the company
     # Keys are casefolded, as for event_names.
     timeline: Mapping[str, TimelineActivity] = field(default_factory=dict)
+    rollups: Mapping[str, Rollup] = field(default_factory=dict)  # keys casefolded, as for event_names
 
     def filters_out(self, event_name: str) -> bool:
         """Whether a track event of this name is kept out of Gainsight (and its quota)."""
@@ -296,6 +311,7 @@ def parse_destination(
         company_key=_company_key(config),
         company_person_map=_pairs(config, "companyPersonMap"),
         timeline=_timeline(config, event_names.keys() & event_versions.keys()),
+        rollups=_rollups(config),
     )
 
 
@@ -385,6 +401,71 @@ def _timeline(config: Mapping[str, Any], published: Collection[str]) -> dict[str
             events_framework=both,
         )
     return activities
+
+
+ROLLUP_KEYS = frozenset({"eventName", "window", "by", "to", "sum", "distinct"})
+_WINDOW = re.compile(r"^(\d+)([mhd])$")
+_WINDOW_UNITS = {"m": 60, "h": 3600, "d": 86400}
+
+
+def _rollups(config: Mapping[str, Any]) -> dict[str, Rollup]:
+    """`rollupMap`: which track events are counted per entity and window, and published as one."""
+    entries = config.get("rollupMap") or []
+    shape = "{'eventName', 'window', 'by', 'to': {'eventName', 'eventVersion'}, 'sum', 'distinct'} objects"
+    if not isinstance(entries, list):
+        raise ConfigurationError(f"destination config key rollupMap must be a list of {shape}")
+    timeline = {
+        str(e.get("eventName", "")).strip().casefold() for e in config.get("timelineMap") or [] if isinstance(e, dict)
+    }
+    rollups: dict[str, Rollup] = {}
+    for position, entry in enumerate(entries):
+        where = f"destination config key rollupMap[{position}]"
+        if not isinstance(entry, dict):
+            raise ConfigurationError(f"{where} must be an object")
+        unknown = sorted(set(entry) - ROLLUP_KEYS)
+        if unknown:
+            raise ConfigurationError(f"{where}.{unknown[0]} is not known (known: {', '.join(sorted(ROLLUP_KEYS))})")
+        name = entry.get("eventName")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigurationError(f"{where}.eventName must be a non-empty string")
+        key = name.strip().casefold()
+        if key in rollups:
+            raise ConfigurationError(f"{where}.eventName {name.strip()} is rolled up twice")
+        if key in timeline:
+            raise ConfigurationError(f"{where}.eventName {name.strip()} is in timelineMap too: it is one or the other")
+        window = _WINDOW.match(str(entry.get("window", "")).strip())
+        seconds = int(window[1]) * _WINDOW_UNITS[window[2]] if window else 0
+        if not seconds or 86400 % seconds:
+            raise ConfigurationError(
+                f"{where}.window must be minutes, hours or a day that divide a day evenly (15m, 1h, 1d),"
+                f" got {entry.get('window')!r}"
+            )
+        by = entry.get("by", "user")
+        if by not in ("user", "company"):
+            raise ConfigurationError(f"{where}.by must be user or company, got {by!r}")
+        to = entry.get("to")
+        target = {
+            k: v.strip()
+            for k in ("eventName", "eventVersion")
+            if isinstance(to, dict) and isinstance(v := to.get(k), str)
+        }
+        if len(target) != 2 or not all(target.values()):
+            raise ConfigurationError(f"{where}.to must be {{'eventName', 'eventVersion'}}, both non-empty strings")
+        lists = {}
+        for list_key in ("sum", "distinct"):
+            names = entry.get(list_key) or []
+            if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+                raise ConfigurationError(f"{where}.{list_key} must be a list of property names")
+            lists[list_key] = tuple(dict.fromkeys(n.strip() for n in names))
+        rollups[key] = Rollup(
+            window_seconds=seconds,
+            by=by,
+            event_name=target["eventName"],
+            event_version=target["eventVersion"],
+            sums=lists["sum"],
+            distinct=lists["distinct"],
+        )
+    return rollups
 
 
 def _filtering(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,8 @@ class Outcome:
 
 
 DELIVERED = Outcome("delivered", 200)
+# Counted into its rollup (rollupMap): in Gainsight once its window is published.
+ROLLED_UP = Outcome("rolled_up", 202)
 
 
 def outcome_of(error: DestinationError) -> Outcome:

@@ -15,8 +15,10 @@ from clock import Clock
 
 import ingest
 import record
+import rollup
+from config import Destination
 from delivery import Outcome
-from errors import ConfigurationError
+from errors import ConfigurationError, EventRejected
 from gainsight import MIN_ATTEMPT_SECONDS, CallLog
 from ingest import (
     PARKING_RESERVE_SECONDS,
@@ -27,6 +29,7 @@ from ingest import (
     note_for_replays,
     observe,
 )
+from mapping import Operation
 from observability import logger, metrics
 from record import Record
 from settings import Settings, settings
@@ -42,6 +45,7 @@ class DrainReport:
     waiting: int = 0
     gave_up: int = 0
     expired: int = 0  # telemetry parked longer than TelemetryMaxAgeHours, kept as rejected
+    rollups: int = 0  # rollup windows published
     waiting_for_operator: int = 0  # failed for the configuration or a credential: never an attempt
     pages: int = 0
     idle: bool = False  # nothing changed since the last complete pass and nothing was due: not read
@@ -132,6 +136,8 @@ def _pass(run: _Run) -> tuple[list[Record], dict[int, Outcome], str | None, bool
     oldest: dict[bool, str] = {}  # each queue's first parked event
     store, report = run.parts.store, run.report
     for state in (True, False):
+        if not state:  # a rollup's call carries many events: before track events one by one
+            _publish_rollups(run)
         start: Mapping[str, Any] | None = None
         while True:
             # Another page only while a call could still start: reading one after that is reads for nothing.
@@ -160,6 +166,58 @@ def _pass(run: _Run) -> tuple[list[Record], dict[int, Outcome], str | None, bool
             if start is None:
                 break
     return seen, outcomes, _oldest(oldest, run), True
+
+
+def _publish_rollups(run: _Run) -> None:
+    """Publish the rollup windows that have closed, oldest first, each once: closed first (what
+    arrives later goes into a late rollup of the window), then published through the shared core,
+    and recorded as published as they go (delivery.Ledger). One that fails waits for the next run."""
+    store, clock = run.parts.store, run.clock
+    try:
+        listed = store.rollup_windows(ROLLUP_PAGE)
+        now = clock.wall()
+        windows = [store.close_window(pk, run.deadline) for pk, closes in listed if closes <= now]
+    except StoreError as error:
+        logger.error("rollup windows could not be read", extra={"reason": error.message})
+        return
+    upcoming = [closes for _, closes in listed if closes > now]
+    if upcoming:
+        run.report.due_at(min(upcoming))
+    if not windows:
+        return
+    records = [
+        Record(n, window, window["pk"], f"{int(window['windowEnd'] * 1e9):020d}", "track", (window["entity"],))
+        for n, window in enumerate(windows)
+    ]
+    delivered_by = run.deadline - PARKING_RESERVE_SECONDS
+    serial = store.serial()
+    done = deliver(
+        records,
+        run.config,
+        run.parts,
+        delivered_by,
+        run.calls,
+        wait_for_quota=True,
+        on_published=lambda published: serial.windows_published([r.event_id for r in published], delivered_by),
+        prepared=_window_publish,
+    )
+    published = [r for r in records if done.outcomes[r.index].outcome == "delivered"]
+    unrecorded = store.windows_published([r.event_id for r in published if r.index not in done.recorded], run.deadline)
+    if unrecorded:  # (published again by the next run: what a death between the two would do too)
+        logger.error("published rollups could not be recorded", extra={"rollups": len(unrecorded)})
+    run.report.rollups += len(published)
+    waiting = [done.outcomes[r.index] for r in records if done.outcomes[r.index].outcome != "delivered"]
+    if waiting:
+        run.report.due_at(clock.wall())
+        logger.warning("rollups not published", extra={"rollups": len(waiting), "reason": waiting[0].code})
+
+
+def _window_publish(window: Record, destination: Destination) -> Operation:
+    """The Events Framework event of a closed rollup window (Record.event: the window, decoded)."""
+    rolled = destination.rollups.get(window.event["name"])
+    if rolled is None:
+        raise EventRejected(f"rollupMap no longer rolls up {window.event['name']}", code="no_rollup")
+    return rollup.published(window.event, rolled, destination)
 
 
 def _oldest(firsts: Mapping[bool, str], run: _Run) -> str | None:
@@ -216,8 +274,11 @@ def _oldest_metric(oldest_seq: str, now: float) -> None:
 def _queue_metrics(report: DrainReport) -> None:
     metrics.add_metric(name="ParkedEvents", unit=MetricUnit.Count, value=report.parked)
     metrics.add_metric(name="EventsGaveUp", unit=MetricUnit.Count, value=report.gave_up)
-    if report.expired:  # (put only when some expire: an idle stack pays for no metric of it)
+    # (put only when there are some: an idle stack pays for no metric of them)
+    if report.expired:
         metrics.add_metric(name="EventsExpired", unit=MetricUnit.Count, value=report.expired)
+    if report.rollups:
+        metrics.add_metric(name="RollupsPublished", unit=MetricUnit.Count, value=report.rollups)
 
 
 def _ready(current: list[Stored], now: float, run: _Run) -> list[Stored]:
@@ -374,6 +435,7 @@ def _settle(settled: list[Settled], parts: Container, deadline: float, keys: Map
 # Waiting behind another event, for quota or time, or for the event store to record what went
 # before it, is never the event's own failure.
 NOT_OWN_FAILURES = frozenset({"held", "budget_exhausted", "quota", "budget_reserve", "GU_2400", "store_unavailable"})
+ROLLUP_PAGE = 100  # rollup windows a run lists (and publishes, those closed) at most
 # Tried events of a page that all failed: Gainsight is failing, the rest of the queue is not read.
 SPENT_AFTER = 3
 # The run's time or the tenant's budget is spent: no further call can be made this run.

@@ -22,8 +22,9 @@ import intake
 import mapping
 import parameters_store
 import record
+import rollup
 from config import Destination
-from delivery import CompanyCache, Delivery, Ledger, Outcome, outcome_of
+from delivery import ROLLED_UP, CompanyCache, Delivery, Ledger, Outcome, outcome_of
 from errors import ConfigurationError, DestinationError, RequestRejected
 from gainsight import CallLog, Gainsight, pool
 from observability import logger, metrics
@@ -31,7 +32,7 @@ from quota import CHUNK, Budget, SharedQuota, Usage, forecast
 from quota import KEY as QUOTA_KEY
 from record import Record
 from settings import Settings, settings
-from store import DONE, REJECTED, STATE_KINDS, STATE_WATCH, EventStore, Seen, Settled, StoreError
+from store import DONE, REJECTED, ROLLED, STATE_KINDS, STATE_WATCH, EventStore, Seen, Settled, StoreError
 
 KNOWN_TYPES = frozenset({"identify", "group", "track", "page", "screen", "alias"})
 SAFETY_MARGIN_SECONDS = 1.0  # of the Lambda's remaining time, left to answer
@@ -183,16 +184,22 @@ def accept(
         stored = seen.states.get(r.event_id)
         if stored is not None and stored.state == DONE:
             outcomes[r.index] = Outcome("delivered", 200)  # a sender's retry: applied once already
+        elif stored is not None and stored.state == ROLLED:
+            outcomes[r.index] = ROLLED_UP  # a sender's retry: counted once already
         elif stored is not None and stored.state != REJECTED:
             outcomes[r.index] = Outcome("deferred", 202, f"queued for retry: {stored.reason or WAITING}", "deferred")
         else:
             fresh.append(r)
+    counted = count_rollups(fresh, config, parts.store, answer_by)
+    outcomes |= counted
+    # Refused by their rollup: recorded below (kept for a replay) with the others, never delivered.
+    to_deliver = [r for r in fresh if r.index not in counted]
     quota_item, watch = seen.also
     delivered_by = answer_by - PARKING_RESERVE_SECONDS
     # Written from a delivery thread: the store must not wait on the pool that thread belongs to.
     serial = parts.store.serial()
     done = deliver(
-        fresh,
+        to_deliver,
         config,
         parts,
         delivered_by,
@@ -206,7 +213,7 @@ def accept(
     # Sent again after we had rejected them: once delivered, their rejected record must not be replayed.
     was_rejected = {r.index for r in fresh if r.event_id in seen.states}
     return outcomes | _record(
-        fresh,
+        [r for r in fresh if r.index not in counted or counted[r.index].outcome == "rejected"],
         outcomes,
         waiting=done.waiting,
         written=done.written,
@@ -216,6 +223,33 @@ def accept(
         store=parts.store,
         deadline=answer_by,
     )
+
+
+def count_rollups(fresh: Sequence[Record], config: Settings, store: EventStore, deadline: float) -> dict[int, Outcome]:
+    """Track events whose name is rolled up (rollupMap) are counted into their window, each once,
+    instead of being delivered: `rolled_up` once counted durably, `failed` (the sender retries) when
+    they could not be, `rejected` when the rollup cannot name their user or company. Returns their
+    outcomes (the other records have none)."""
+    try:
+        destination = parameters_store.destination(config)
+    except ConfigurationError:
+        return {}  # delivered as usual: they wait for the configuration with the rest
+    counts: list[tuple[Record, rollup.Count]] = []
+    outcomes: dict[int, Outcome] = {}
+    for r in fresh:
+        rolled = rollup.rollup_of(r.event, destination)
+        if rolled is None or destination.filters_out(str(r.event.get("event", ""))):
+            continue
+        try:
+            counts.append((r, rollup.count_of(r.event, rolled, record.arrival(r.seq))))
+        except DestinationError as error:
+            outcomes[r.index] = outcome_of(error)
+    failed = store.count_rollups(counts, deadline) if counts else {}
+    if failed:
+        logger.error("events could not be counted into their rollups", extra={"events": len(failed)})
+    for r, _ in counts:
+        outcomes[r.index] = outcome_of(failed[r.event_id]) if r.event_id in failed else ROLLED_UP
+    return outcomes
 
 
 def intake_rejections(records: Sequence[Record], body_size: int) -> dict[int, Outcome]:
@@ -356,11 +390,13 @@ def deliver(
     wait_for_quota: bool = False,
     quota_item: dict[str, Any] | None = None,
     on_published: Callable[[list[Record]], set[str]] | None = None,
+    prepared: Callable[[Record, Destination], mapping.Operation] | None = None,
 ) -> Delivered:
     """Map the records (rejections are final), hold those behind `blocked` entities (identify and
     group events only behind `blocked_state` ones), deliver the rest.
     `on_published` writes the done records of published events (returning the event ids it could not),
-    as they are published: at most `concurrency` are published and unrecorded at any time."""
+    as they are published: at most `concurrency` are published and unrecorded at any time.
+    `prepared`: how to map the records, when they are not events (a closed rollup window)."""
     if not records:
         return Delivered({}, set(), set())
     try:
@@ -368,7 +404,7 @@ def deliver(
     except ConfigurationError as error:
         logger.error("destination misconfigured", extra={"reason": error.message})
         return Delivered(dict.fromkeys((r.index for r in records), outcome_of(error)), set(), set())
-    operations, outcomes = _operations(records, destination)
+    operations, outcomes = _operations(records, destination, prepared)
     mapped = [r for r in records if r.index not in outcomes]
     waiting = record.held_behind(mapped, set(blocked), set(blocked_state))
     operations = [(index, op) for index, op in operations if index not in waiting]
@@ -418,11 +454,19 @@ def deliver(
 
 
 def _operations(
-    records: Iterable[Record], destination: Destination
+    records: Iterable[Record],
+    destination: Destination,
+    prepared: Callable[[Record, Destination], mapping.Operation] | None = None,
 ) -> tuple[list[tuple[int, mapping.Operation]], dict[int, Outcome]]:
     operations: list[tuple[int, mapping.Operation]] = []
     rejected: dict[int, Outcome] = {}
     for r in records:
+        if prepared is not None:
+            try:
+                operations.append((r.index, prepared(r, destination)))
+            except DestinationError as error:
+                rejected[r.index] = outcome_of(error)
+            continue
         name = r.event.get("event") if r.kind == "track" else None
         if isinstance(name, str) and destination.filters_out(name):
             reason = f"event {name} is filtered out by eventFilteringOption"
@@ -476,13 +520,16 @@ def observe(
     metrics.add_metric(name="ConfigurationErrors", unit=MetricUnit.Count, value=misconfigured)
     rejected_key = sum(1 for c in calls.calls if c.auth_rejected)
     metrics.add_metric(name="GainsightAuthRejected", unit=MetricUnit.Count, value=rejected_key)
-    errors = Counter(o.code or "unknown" for o in outcomes.values() if o.outcome != "delivered")
+    errors = Counter(o.code or "unknown" for o in outcomes.values() if o.outcome not in ("delivered", "rolled_up"))
     logger.info(
         message,
         extra={
             **extra,
             "events": len(records),
-            **{outcome: by_outcome[outcome] for outcome in ("delivered", "deferred", "filtered", "rejected", "failed")},
+            **{
+                outcome: by_outcome[outcome]
+                for outcome in ("delivered", "rolled_up", "deferred", "filtered", "rejected", "failed")
+            },
             "gainsight_calls": len(calls.calls),
             "duration_ms": round(seconds * 1000, 1),
             "errors": dict(errors) if errors else None,

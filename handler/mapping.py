@@ -276,17 +276,33 @@ def _contract_id(event: Mapping[str, Any], destination: Destination) -> str | No
     return destination.contract_id
 
 
-def event_publish(event: Mapping[str, Any], destination: Destination) -> EventPublish:
-    """Map a track event.
+def events_framework_headers(
+    destination: Destination, event_name: str, event_version: str, contract_id: str | None = None
+) -> dict[str, str]:
+    """The headers of one Events Framework publish.
 
     Raises:
-        EventRejected: without an event name or a name/version mapping.
-        EventRejected: also without a shared secret when none is configured (SharedSecretParamName none).
+        EventRejected: without a shared secret when none is configured (SharedSecretParamName none).
         ConfigurationError: its shared secret unreadable, or no tenant or topic configured.
     """
-    name = event.get("event")
-    if not isinstance(name, str) or not name.strip():
-        raise EventRejected("event name is required for track")
+    _require_events_framework(destination)
+    headers = {
+        "sharedSecret": destination.shared_secret or "",
+        "tenantId": destination.tenant_id or "",
+        "topicName": destination.topic_name or "",
+        "eventName": event_name,
+        "eventVersion": event_version,
+        "Content-Type": "application/json",
+    }
+    if destination.access_key:
+        headers["Accesskey"] = destination.access_key
+    contract_id = contract_id or destination.contract_id
+    if contract_id:
+        headers["contractId"] = contract_id
+    return headers
+
+
+def _require_events_framework(destination: Destination) -> None:
     if not destination.shared_secret:
         if destination.secret_problem is not None:
             # Configured but unreadable: the event waits until the parameter is fixed.
@@ -301,24 +317,28 @@ def event_publish(event: Mapping[str, Any], destination: Destination) -> EventPu
         if not value:
             # The destination is incomplete, not the event: it waits until the configuration is fixed.
             raise ConfigurationError(f"{key} is not configured: track events cannot be sent until it is")
+
+
+def event_publish(event: Mapping[str, Any], destination: Destination) -> EventPublish:
+    """Map a track event.
+
+    Raises:
+        EventRejected: without an event name or a name/version mapping.
+        EventRejected: also without a shared secret when none is configured (SharedSecretParamName none).
+        ConfigurationError: its shared secret unreadable, or no tenant or topic configured.
+    """
+    name = event.get("event")
+    if not isinstance(name, str) or not name.strip():
+        raise EventRejected("event name is required for track")
+    _require_events_framework(destination)
     key = name.strip().casefold()
     if key not in destination.event_names:
         raise EventRejected(f"Event name mapping not provided for {name}", code="no_event_name_mapping")
     if key not in destination.event_versions:
         raise EventRejected(f"event version mapping not provided for {name}", code="no_event_version_mapping")
-    headers = {
-        "sharedSecret": destination.shared_secret or "",
-        "tenantId": destination.tenant_id or "",
-        "topicName": destination.topic_name or "",
-        "eventName": destination.event_names[key],
-        "eventVersion": destination.event_versions[key],
-        "Content-Type": "application/json",
-    }
-    if destination.access_key:
-        headers["Accesskey"] = destination.access_key
-    contract_id = _contract_id(event, destination)
-    if contract_id:
-        headers["contractId"] = contract_id
+    headers = events_framework_headers(
+        destination, destination.event_names[key], destination.event_versions[key], _contract_id(event, destination)
+    )
     body = {key: value for key, value in _object(event.get("properties")).items() if value is not None}
     return EventPublish(headers=headers, body=body, event_id=event_id(event))
 

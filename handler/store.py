@@ -44,8 +44,12 @@ from clock import REAL_CLOCK, Clock
 from errors import DestinationError
 from mapping import email_key
 from record import STATE_KINDS, Record, digest, lane_keys
+from rollup import Count
 
 PARKED, DONE, REJECTED = "parked", "done", "rejected"
+ROLLED = "rolled"  # a track event counted into its rollup (rollupMap): in Gainsight once its window is
+ROLLUP_QUEUE = "rollup"  # the queue index's partition of rollup windows not published yet, by close time
+ROLLUP_EVENTS = 40  # events per counting transaction: their records and their windows fit in one
 SUPERSEDED = "superseded"  # the code of a rejected event a replay leaves: a later one was delivered
 SUPERSEDED_REASON = "a later event of the same person or company was delivered"
 QUEUE_INDEX = "queue"
@@ -387,6 +391,174 @@ class EventStore:
                     ":seq": {"S": stored.record.seq},
                 },
             )
+
+    # -- rollups ---------------------------------------------------------------------------
+
+    def count_rollups(self, counts: Sequence[tuple[Record, Count]], deadline: float) -> dict[str, StoreError]:
+        """Count each event into its window, once: its own record (state `rolled`: a resend finds it
+        and is not counted again) and its window's counters are written by one transaction. A window
+        the drain has closed already is not counted into: the event goes into the window's next
+        generation, a late rollup of it. Returns the event ids that could not be counted, with why;
+        every other one is counted durably when this returns."""
+        chunks = [counts[n : n + ROLLUP_EVENTS] for n in range(0, len(counts), ROLLUP_EVENTS)]
+        failed: dict[str, StoreError] = {}
+        for result in self._map(lambda chunk: self._count_chunk(chunk, deadline), chunks):
+            failed |= result
+        return failed
+
+    def _count_chunk(self, chunk: Sequence[tuple[Record, Count]], deadline: float) -> dict[str, StoreError]:
+        pending = list(chunk)
+        generation: dict[str, int] = {}
+        token, attempt = str(uuid.uuid4()), 0
+        while pending:
+            windows: dict[str, list[Count]] = {}
+            for _, count in pending:
+                windows.setdefault(count.key, []).append(count)
+            actions = [self._rolled_action(r) for r, _ in pending]
+            actions += [self._window_action(counts, generation.get(key, 0)) for key, counts in windows.items()]
+            try:
+                self.dynamodb.transact_write_items(
+                    TransactItems=actions + self._count_action(0), ClientRequestToken=token
+                )
+                return {}
+            except Exception as error:
+                code = _error_code(error)
+                reasons = [r.get("Code") or "None" for r in _cancellation_reasons(error)]
+                if code == "TransactionCanceledException" and "ConditionalCheckFailed" in reasons:
+                    # Counted already (a resend): dropped. A closed window: its next generation.
+                    counted = {
+                        n for n, reason in enumerate(reasons[: len(pending)]) if reason == "ConditionalCheckFailed"
+                    }
+                    for key, reason in zip(windows, reasons[len(pending) :], strict=False):
+                        if reason == "ConditionalCheckFailed":
+                            generation[key] = generation.get(key, 0) + 1
+                    pending = [item for n, item in enumerate(pending) if n not in counted]
+                    token = str(uuid.uuid4())
+                    continue
+                if code not in RETRYABLE_CODES and code not in (
+                    "TransactionConflictException",
+                    "TransactionCanceledException",
+                ):
+                    return {r.event_id: StoreError(f"event store refused the write ({code})") for r, _ in pending}
+                attempt += 1
+                if not self._pause(attempt, deadline):
+                    return {r.event_id: StoreError(f"event store unavailable ({code})") for r, _ in pending}
+        return {}
+
+    def _rolled_action(self, record: Record) -> dict[str, Any]:
+        expires = int(self.clock.wall()) + self.done_ttl
+        return {
+            "Put": {
+                "TableName": self.table,
+                "Item": _key(_pk_event(record.event_id), "event")
+                | {"state": {"S": ROLLED}, "seq": {"S": record.seq}, "expiresAt": {"N": str(expires)}},
+                # A resend of a counted event is not counted again; a rejected one may be (the
+                # cause may be fixed).
+                "ConditionExpression": "attribute_not_exists(pk) OR #s = :rejected",
+                "ExpressionAttributeNames": {"#s": "state"},
+                "ExpressionAttributeValues": {":rejected": {"S": REJECTED}},
+            }
+        }
+
+    def _window_action(self, counts: Sequence[Count], generation: int) -> dict[str, Any]:
+        """Add these events (of one window) to its counters, unless the drain has closed it."""
+        first = counts[0]
+        names = {"#q": "queue", "#count": "count", "#name": "name", "#identity": "identity", "#entity": "entity"}
+        values: dict[str, Any] = {
+            ":n": {"N": str(len(counts))},
+            ":queue": {"S": ROLLUP_QUEUE},
+            ":seq": {"S": f"{int(first.closes_at * 1e9):020d}"},
+            ":name": {"S": first.name},
+            ":key": {"S": first.key},
+            ":generation": {"N": str(generation)},
+            ":identity": {"S": json.dumps(dict(first.identity), separators=(",", ":"))},
+            ":entity": {"S": first.entity},
+            ":start": {"N": str(first.window_start)},
+            ":end": {"N": str(first.window_end)},
+            ":first": {"N": f"{min(c.at for c in counts):.3f}"},
+            ":last": {"N": f"{max(c.at for c in counts):.3f}"},
+            ":expires": {"N": str(int(self.clock.wall()) + self.rejected_ttl)},
+        }
+        adds = ["#count :n"]
+        totals: dict[str, float] = {}
+        seen: dict[str, set[str]] = {}
+        for count in counts:
+            for name, value in count.sums.items():
+                totals[name] = totals.get(name, 0.0) + value
+            for name, text in count.distinct.items():
+                seen.setdefault(name, set()).add(text)
+        for n, (name, total) in enumerate(sorted(totals.items())):
+            names[f"#s{n}"], values[f":s{n}"] = SUM_PREFIX + name, {"N": repr(total)}
+            adds.append(f"#s{n} :s{n}")
+        for n, (name, texts) in enumerate(sorted(seen.items())):
+            names[f"#d{n}"], values[f":d{n}"] = DISTINCT_PREFIX + name, {"SS": sorted(texts)}
+            adds.append(f"#d{n} :d{n}")
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": _key(f"rollup#{first.key}#{generation}", "window"),
+                "UpdateExpression": "ADD "
+                + ", ".join(adds)
+                + " SET #q = :queue, seq = :seq, #name = :name, rollupKey = :key, generation = :generation,"
+                " #identity = :identity, #entity = :entity, windowStart = :start, windowEnd = :end,"
+                " firstAt = if_not_exists(firstAt, :first), lastAt = :last, expiresAt = :expires",
+                "ConditionExpression": "attribute_not_exists(closedAt)",
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
+            }
+        }
+
+    def rollup_windows(self, limit: int) -> list[tuple[str, float]]:
+        """The rollup windows not published yet, by when they close (wall-clock seconds), the
+        first `limit` of them (index reads): their keys and close times."""
+        reply = self._call(
+            "query",
+            TableName=self.table,
+            IndexName=QUEUE_INDEX,
+            KeyConditionExpression="#q = :q",
+            ExpressionAttributeNames={"#q": "queue"},
+            ExpressionAttributeValues={":q": {"S": ROLLUP_QUEUE}},
+            ProjectionExpression="pk, seq",
+            Limit=limit,
+        )
+        return [(item["pk"]["S"], int(item["seq"]["S"]) / 1e9) for item in reply.get("Items", [])]
+
+    def close_window(self, pk: str, deadline: float) -> dict[str, Any]:
+        """Close a rollup window (nothing more is counted into it: later events of it go to its next
+        generation) and return it as it is now, decoded: its counts are final.
+
+        Raises:
+            StoreError: when it cannot be written.
+        """
+        reply = self._call(
+            "update_item",
+            deadline=deadline,
+            TableName=self.table,
+            Key=_key(pk, "window"),
+            UpdateExpression="SET closedAt = if_not_exists(closedAt, :now)",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":now": {"N": f"{self.clock.wall():.3f}"}},
+            ReturnValues="ALL_NEW",
+        )
+        return _window(reply["Attributes"])
+
+    def windows_published(self, pks: Sequence[str], deadline: float) -> set[str]:
+        """Record rollup windows as published: they leave the queue. Returns those that could not be."""
+        failed: set[str] = set()
+        for pk in pks:
+            try:
+                self._call(
+                    "update_item",
+                    deadline=deadline,
+                    TableName=self.table,
+                    Key=_key(pk, "window"),
+                    UpdateExpression="SET publishedAt = :now REMOVE #q",
+                    ExpressionAttributeNames={"#q": "queue"},
+                    ExpressionAttributeValues={":now": {"N": f"{self.clock.wall():.3f}"}},
+                )
+            except StoreError:
+                failed.add(pk)
+        return failed
 
     # -- the drain's view ------------------------------------------------------------------
 
@@ -874,6 +1046,30 @@ def _done_item(record: Record, expires: int) -> dict[str, Any]:
         "state": {"S": DONE},
         "seq": {"S": record.seq},
         "expiresAt": {"N": str(expires)},
+    }
+
+
+SUM_PREFIX, DISTINCT_PREFIX = "sum:", "distinct:"
+
+
+def _window(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A rollup window item, decoded (see rollup.published)."""
+    return {
+        "pk": item["pk"]["S"],
+        "key": item["rollupKey"]["S"],
+        "name": item["name"]["S"],
+        "entity": item["entity"]["S"],
+        "generation": int(item["generation"]["N"]),
+        "identity": json.loads(item["identity"]["S"]),
+        "windowStart": float(item["windowStart"]["N"]),
+        "windowEnd": float(item["windowEnd"]["N"]),
+        "count": int(item["count"]["N"]),
+        "firstAt": float(item["firstAt"]["N"]),
+        "lastAt": float(item["lastAt"]["N"]),
+        "sums": {k.removeprefix(SUM_PREFIX): float(v["N"]) for k, v in item.items() if k.startswith(SUM_PREFIX)},
+        "distinct": {
+            k.removeprefix(DISTINCT_PREFIX): list(v["SS"]) for k, v in item.items() if k.startswith(DISTINCT_PREFIX)
+        },
     }
 
 

@@ -12,7 +12,7 @@ import pytest
 from devtools.gainsight_sandbox import Fault, Sandbox
 from observability import metrics
 from tests.conftest import clear_caches
-from tests.helpers import FakeClock, group, identify, post, stored, track
+from tests.helpers import FakeClock, configure, group, identify, post, stored, track
 
 DAY = 86400.0
 MIDNIGHT = 1_796_688_000.0  # 2026-12-08T00:00:00Z
@@ -199,3 +199,39 @@ def _every_track_once(sandbox: Sandbox, tracks: int) -> None:
     kept = {s.record.event["properties"]["n"] for s in stored() + stored("rejected")}
     assert kept.isdisjoint(published)
     assert kept | set(published) == set(range(tracks))
+
+
+def test_a_compressed_day_at_twice_the_daily_budget_with_its_high_volume_event_rolled_up(
+    sandbox: Sandbox, day: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A day like the one above, its track events rolled up hourly per user (rollupMap): everything
+    is delivered inside the day's 200 calls, every track event counted once."""
+    monkeypatch.setenv("QUOTA_PER_DAY", "200")
+    rollup = {
+        "eventName": "Ticket Closed",
+        "window": "1h",
+        "to": {"eventName": "tickets_closed_hourly", "eventVersion": "1.0"},
+    }
+    configure(sandbox, rollupMap=[rollup])
+    tracks = 0
+    for hour in range(24):
+        batch = [identify(f"p{hour}@example.com", message_id=f"i{hour}") | {"userId": f"u{hour}"}]
+        if hour % 6 == 0:
+            batch.append(group(f"C{hour}", email=f"p{hour}@example.com", message_id=f"g{hour}"))
+        for n in range(15):  # the hour's three most active users
+            batch.append(tracked(tracks, f"u{max(0, hour - n % 3)}"))
+            tracks += 1
+        post("/v1/batch", {"batch": batch})
+        day.advance(1800)
+        drain_run(day)
+        day.advance(1800)
+    day.advance(600)  # the last hour's windows close
+    drain_run(day)
+    # Then every person, company and link is in Gainsight, nothing waits, nothing was refused
+    snapshot = sandbox.state.snapshot()
+    assert len(snapshot["people"]) == 24 and len(snapshot["companies"]) == 4
+    assert stored() == [] and stored("rejected") == []
+    # and every track event is counted once into the rollups published, inside the day's budget
+    rollups = [e["body"] for e in snapshot["events"] if e["eventName"] == "tickets_closed_hourly"]
+    assert sum(r["count"] for r in rollups) == tracks == 360
+    assert sandbox.state.count() <= 200

@@ -27,6 +27,9 @@ ACTIVITY = {
 }
 
 
+ROLLUP = {"eventName": "Feature Used", "window": "1h", "to": {"eventName": "feature_usage", "eventVersion": "1.0"}}
+
+
 def _with(**keys: Any) -> dict[str, Any]:
     return {**copy.deepcopy(BASE), **keys}
 
@@ -53,6 +56,9 @@ VALID = {
         timelineMap=[ACTIVITY | {"notes": "n", "companyProperty": "accountId", "eventsFramework": True}],
     ),
     "an empty activity row": _with(timelineMap=[{"eventName": "", "author": None}]),
+    "a rollup": _with(rollupMap=[ROLLUP]),
+    "a rollup with every key": _with(rollupMap=[ROLLUP | {"by": "company", "sum": ["d"], "distinct": ["f"]}]),
+    "no rollups": _with(rollupMap=None),
 }
 
 INVALID = {
@@ -93,6 +99,14 @@ INVALID = {
     "a list as contract id": _with(contractId=["c"]),
     "a version row that is not an object": _with(eventVersionMap=[["Ticket Closed", "1.0"]]),
     "a company-person row with one side": _with(companyPersonMap=[{"from": "title"}]),
+    "a rollup that is not a list": _with(rollupMap=ROLLUP),
+    "a rollup without its window": _with(rollupMap=[{k: v for k, v in ROLLUP.items() if k != "window"}]),
+    "a rollup window that does not divide a day": _with(rollupMap=[ROLLUP | {"window": "7m"}]),
+    "a rollup by session": _with(rollupMap=[ROLLUP | {"by": "session"}]),
+    "a rollup without its event version": _with(rollupMap=[ROLLUP | {"to": {"eventName": "x"}}]),
+    "a rollup with an unknown key": _with(rollupMap=[ROLLUP | {"sums": ["d"]}]),
+    "a rollup sum that is not a list": _with(rollupMap=[ROLLUP | {"sum": "d"}]),
+    "a rollup without its event name": _with(rollupMap=[{k: v for k, v in ROLLUP.items() if k != "eventName"}]),
 }
 
 

@@ -25,7 +25,7 @@ from settings import settings
 from store import Stored
 from tests.conftest import clear_caches
 from tests.faults import AwsFaults, DeadThreads, FunctionDied
-from tests.helpers import Reply, dynamodb_requests, group, identify, post, stored, track
+from tests.helpers import Reply, configure, dynamodb_requests, group, identify, post, stored, track
 
 
 def handler_dynamodb() -> Any:
@@ -637,6 +637,10 @@ def test_store_loops_back_off_and_stop_at_the_deadline(sandbox: Sandbox) -> None
 # -- the fault run ---------------------------------------------------------------------------------
 
 
+ROLLED = "Page Viewed"
+ROLLUP = {"eventName": ROLLED, "window": "1h", "to": {"eventName": "page_views_hourly", "eventVersion": "1.0"}}
+
+
 def _workload(rng: random.Random, start: int, size: int) -> list[dict[str, Any]]:
     """Events of 30 people (each with a userId, an anonymousId and an email) and 6 companies; every
     track carries a unique marker, every identify a unique timezone, every group a unique size."""
@@ -644,8 +648,10 @@ def _workload(rng: random.Random, start: int, size: int) -> list[dict[str, Any]]
     for n in range(start, start + size):
         who = rng.randrange(30)
         email, ids = f"person{who}@example.com", {"userId": f"u{who}", "anonymousId": f"a{who}"}
-        kind = rng.choices(["track", "identify", "group", "invalid"], weights=[40, 30, 20, 10])[0]
-        if kind == "track":
+        kind = rng.choices(["track", "identify", "group", "invalid", "rollup"], weights=[40, 30, 20, 10, 15])[0]
+        if kind == "rollup":  # counted into the person's hourly rollup (ROLLUP), not published alone
+            event = track(ROLLED, message_id=f"r{n}", marker=n) | ids
+        elif kind == "track":
             # Some carry only the userId: they must stay in order with the person's identifies too.
             event = track(rng.choice(["Ticket Closed", "Feature Used"]), message_id=f"t{n}", marker=n) | ids
             if rng.random() < 0.5:
@@ -704,12 +710,24 @@ def _judge(
     it had in flight; and people or companies whose state differs from applying every valid event
     once, in the order sent."""
     state = sandbox.state.snapshot()
-    published = Counter(e["body"]["marker"] for e in state["events"])
-    dropped = {c.body["marker"] for c in sandbox.state.lost_answers if c.operation == "event_publish"}
+    published = Counter(e["body"]["marker"] for e in state["events"] if "marker" in e["body"])
+    dropped = {c.body.get("marker") for c in sandbox.state.lost_answers if c.operation == "event_publish"}
     excused = dropped | unanswered
-    tracks = [e for e in valid if e["type"] == "track"]
+    tracks = [e for e in valid if e["type"] == "track" and e["event"] != ROLLED]
     lost = [e["messageId"] for e in tracks if published[e["properties"]["marker"]] == 0]
     duplicated = Counter({m: count - 1 for m, count in published.items() if count > 1 and m not in excused})
+    # Rollups: each window (and late rollup of it) published once but for a death's doing, and every
+    # counted event in exactly one of them: per person, the counts add up to their events.
+    rollups = Counter(e["body"]["rollupId"] for e in state["events"] if "rollupId" in e["body"])
+    dropped_rollups = {c.body.get("rollupId") for c in sandbox.state.lost_answers if c.operation == "event_publish"}
+    duplicated |= Counter({r: n - 1 for r, n in rollups.items() if n > 1 and r not in dropped_rollups})
+    counted = Counter()
+    for body in {e["body"]["rollupId"]: e["body"] for e in state["events"] if "rollupId" in e["body"]}.values():
+        counted[body["userId"]] += body["count"]
+    sent = Counter(e["userId"] for e in valid if e["type"] == "track" and e["event"] == ROLLED)
+    lost += [
+        f"{user}: {sent[user] - counted[user]} rollup counts" for user in sent | counted if sent[user] != counted[user]
+    ]
     people = {p["Email"]: p for p in state["people"]}
     companies = {c["Name"]: c for c in state["companies"]}
     stale: list[str] = []
@@ -738,6 +756,10 @@ def _judge(
             stale.append(name)
             if os.environ.get("FAULT_DEBUG"):
                 print("\nSTALE", name, "expected order", [(e["messageId"], e["traits"]["employees"]) for e in groups])
+                from devtools.events import find
+
+                for e in groups:
+                    print("  stored", e["messageId"], find(ingest.container(settings()).store, e["messageId"]))
                 for c in sandbox.state.calls:
                     if c.operation in ("company_insert", "company_update") and c.body:
                         for rec in c.body.get("records", []):
@@ -751,9 +773,11 @@ def _judge(
 
 
 def _drain_until_nothing_is_parked() -> None:
+    """(and every rollup window published)"""
+    store = ingest.container(settings()).store
     for _ in range(10):
         drain()
-        if not stored():
+        if not stored() and not store.rollup_windows(1):
             return
 
 
@@ -788,7 +812,7 @@ def test_fault_run_loses_duplicates_and_reorders_nothing(sandbox: Sandbox, monke
         "MAX_ATTEMPTS": "2",
     }.items():
         monkeypatch.setenv(name, value)
-    clear_caches()
+    configure(sandbox, rollupMap=[ROLLUP])  # (clears the caches)
     faults = sandbox.state.faults
     faults.random_rate, faults.random_timeout, faults.rng = 0.25, 0.8, random.Random(seed)
     faults.lost_answer_rate = 0.02

@@ -90,7 +90,7 @@ def drain(remaining_seconds: float, clock: Clock | None = None) -> DrainReport:
         except StoreError as error:  # the next run reads the queue again
             logger.warning("drain pass could not be noted", extra={"reason": error.message})
     _queue_metrics(report)
-    if seen:
+    if seen or run.calls.calls:
         observe(
             "drain processed",
             seen,
@@ -183,6 +183,8 @@ def _publish_rollups(run: _Run) -> None:
     upcoming = [closes for _, closes in listed if closes > now]
     if upcoming:
         run.report.due_at(min(upcoming))
+    if len(listed) == ROLLUP_PAGE:  # more than one run lists: the next one goes on at once
+        run.report.due_at(now)
     if not windows:
         return
     records = [
@@ -206,7 +208,13 @@ def _publish_rollups(run: _Run) -> None:
     if unrecorded:  # (published again by the next run: what a death between the two would do too)
         logger.error("published rollups could not be recorded", extra={"rollups": len(unrecorded)})
     run.report.rollups += len(published)
-    waiting = [done.outcomes[r.index] for r in records if done.outcomes[r.index].outcome != "delivered"]
+    refused = [r for r in records if done.outcomes[r.index].outcome == "rejected"]
+    if refused:  # never publishable as they are (the contract refuses them, the rollup is gone): set aside
+        reason = done.outcomes[refused[0].index]
+        logger.error("rollups refused", extra={"rollups": len(refused), "reason": reason.code})
+        store.set_aside_windows({r.event_id: done.outcomes[r.index].error or "" for r in refused}, run.deadline)
+        run.report.rejected += len(refused)
+    waiting = [done.outcomes[r.index] for r in records if done.outcomes[r.index].outcome == "failed"]
     if waiting:
         run.report.due_at(clock.wall())
         logger.warning("rollups not published", extra={"rollups": len(waiting), "reason": waiting[0].code})

@@ -22,6 +22,8 @@ from record import digest
 SETTLE_SECONDS = 300
 DISTINCT_SHOWN = 100  # distinct values a published rollup lists per property (it counts them all)
 VALUE_LENGTH = 100  # characters of a distinct value kept
+FUTURE_TOLERANCE_SECONDS = 300  # a timestamp later than its arrival by more is a wrong clock: arrival counts
+MAX_SUMMED = 10**30  # larger numbers are not summed (DynamoDB numbers hold 38 digits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,18 +135,24 @@ def _entity(event: Mapping[str, Any], rollup: Rollup) -> tuple[str, dict[str, st
 
 
 def _time(event: Mapping[str, Any], arrival: float) -> float:
+    """The event's timestamp (UTC when it names no zone), else originalTimestamp; its arrival when
+    it has neither, or one that is not a date or is later than its arrival (a wrong clock)."""
     value = event.get("timestamp") or event.get("originalTimestamp")
-    if isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value.strip())
-        except ValueError:
-            return arrival
-        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
-    return arrival
+    if not isinstance(value, str):
+        return arrival
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return arrival
+    at = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    return at if at <= arrival + FUTURE_TOLERANCE_SECONDS else arrival
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A number DynamoDB can add up (at most 38 digits, below 1e126): others are not summed."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return abs(value) < MAX_SUMMED if isinstance(value, int) else math.isfinite(value) and abs(value) < MAX_SUMMED
 
 
 def _value(value: Any) -> bool:

@@ -49,6 +49,7 @@ from rollup import Count
 PARKED, DONE, REJECTED = "parked", "done", "rejected"
 ROLLED = "rolled"  # a track event counted into its rollup (rollupMap): in Gainsight once its window is
 ROLLUP_QUEUE = "rollup"  # the queue index's partition of rollup windows not published yet, by close time
+ROLLUP_REFUSED = "rollup-refused"  # ... of rollup windows Gainsight (or the configuration) refused
 ROLLUP_EVENTS = 40  # events per counting transaction: their records and their windows fit in one
 SUPERSEDED = "superseded"  # the code of a rejected event a replay leaves: a later one was delivered
 SUPERSEDED_REASON = "a later event of the same person or company was delivered"
@@ -73,6 +74,8 @@ STATE_WATCH = {"pk": {"S": "rejected"}, "sk": {"S": "state"}}  # identify or gro
 TRAIT_PREFIX = "trait:"  # a watermark's attribute per trait: the newest arrival sequence that wrote it
 WATERMARK_TRAITS = 50  # traits per watermark update (an update expression holds at most 4 KB)
 LANES = 8  # transactions of one request or drain run in flight at once (each lane in order)
+# Why DynamoDB cancels a transaction when trying it again may succeed.
+CANCELLED_TRANSIENTLY = frozenset({"None", "TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
 RETRYABLE_CODES = frozenset(
     {
         "ProvisionedThroughputExceededException",
@@ -399,8 +402,10 @@ class EventStore:
         and is not counted again) and its window's counters are written by one transaction. A window
         the drain has closed already is not counted into: the event goes into the window's next
         generation, a late rollup of it. Returns the event ids that could not be counted, with why;
-        every other one is counted durably when this returns."""
-        chunks = [counts[n : n + ROLLUP_EVENTS] for n in range(0, len(counts), ROLLUP_EVENTS)]
+        every other one is counted durably when this returns (an id sent twice is counted once)."""
+        unique = list({record.event_id: (record, count) for record, count in reversed(counts)}.values())
+        unique.sort(key=lambda item: item[1].key)  # a window's events in as few transactions as can be
+        chunks = [unique[n : n + ROLLUP_EVENTS] for n in range(0, len(unique), ROLLUP_EVENTS)]
         failed: dict[str, StoreError] = {}
         for result in self._map(lambda chunk: self._count_chunk(chunk, deadline), chunks):
             failed |= result
@@ -409,13 +414,16 @@ class EventStore:
     def _count_chunk(self, chunk: Sequence[tuple[Record, Count]], deadline: float) -> dict[str, StoreError]:
         pending = list(chunk)
         generation: dict[str, int] = {}
-        token, attempt = str(uuid.uuid4()), 0
+        now = int(self.clock.wall())  # one time for every attempt: a retry sends the same items
+        attempt, actions = 0, None
         while pending:
             windows: dict[str, list[Count]] = {}
             for _, count in pending:
                 windows.setdefault(count.key, []).append(count)
-            actions = [self._rolled_action(r) for r, _ in pending]
-            actions += [self._window_action(counts, generation.get(key, 0)) for key, counts in windows.items()]
+            if actions is None:  # a new token for new items; the same ones for a retry of them
+                token = str(uuid.uuid4())
+                actions = [self._rolled_action(r, now) for r, _ in pending]
+                actions += [self._window_action(c, generation.get(k, 0)) for k, c in windows.items()]
             try:
                 self.dynamodb.transact_write_items(
                     TransactItems=actions + self._count_action(0), ClientRequestToken=token
@@ -433,20 +441,20 @@ class EventStore:
                         if reason == "ConditionalCheckFailed":
                             generation[key] = generation.get(key, 0) + 1
                     pending = [item for n, item in enumerate(pending) if n not in counted]
-                    token = str(uuid.uuid4())
+                    actions = None
                     continue
-                if code not in RETRYABLE_CODES and code not in (
-                    "TransactionConflictException",
-                    "TransactionCanceledException",
-                ):
+                transient = code in RETRYABLE_CODES or code == "TransactionConflictException"
+                if code == "TransactionCanceledException":  # only conflicts and throttling pass
+                    transient = all(r in CANCELLED_TRANSIENTLY for r in reasons)
+                if not transient:
                     return {r.event_id: StoreError(f"event store refused the write ({code})") for r, _ in pending}
                 attempt += 1
                 if not self._pause(attempt, deadline):
                     return {r.event_id: StoreError(f"event store unavailable ({code})") for r, _ in pending}
         return {}
 
-    def _rolled_action(self, record: Record) -> dict[str, Any]:
-        expires = int(self.clock.wall()) + self.done_ttl
+    def _rolled_action(self, record: Record, now: int) -> dict[str, Any]:
+        expires = now + self.done_ttl
         return {
             "Put": {
                 "TableName": self.table,
@@ -477,7 +485,6 @@ class EventStore:
             ":end": {"N": str(first.window_end)},
             ":first": {"N": f"{min(c.at for c in counts):.3f}"},
             ":last": {"N": f"{max(c.at for c in counts):.3f}"},
-            ":expires": {"N": str(int(self.clock.wall()) + self.rejected_ttl)},
         }
         adds = ["#count :n"]
         totals: dict[str, float] = {}
@@ -501,7 +508,7 @@ class EventStore:
                 + ", ".join(adds)
                 + " SET #q = :queue, seq = :seq, #name = :name, rollupKey = :key, generation = :generation,"
                 " #identity = :identity, #entity = :entity, windowStart = :start, windowEnd = :end,"
-                " firstAt = if_not_exists(firstAt, :first), lastAt = :last, expiresAt = :expires",
+                " firstAt = if_not_exists(firstAt, :first), lastAt = :last",
                 "ConditionExpression": "attribute_not_exists(closedAt)",
                 "ExpressionAttributeNames": names,
                 "ExpressionAttributeValues": values,
@@ -552,13 +559,38 @@ class EventStore:
                     deadline=deadline,
                     TableName=self.table,
                     Key=_key(pk, "window"),
-                    UpdateExpression="SET publishedAt = :now REMOVE #q",
+                    # Kept a while once published: a late event of it then goes into a late rollup.
+                    UpdateExpression="SET publishedAt = :now, expiresAt = :expires REMOVE #q",
                     ExpressionAttributeNames={"#q": "queue"},
-                    ExpressionAttributeValues={":now": {"N": f"{self.clock.wall():.3f}"}},
+                    ExpressionAttributeValues={
+                        ":now": {"N": f"{self.clock.wall():.3f}"},
+                        ":expires": {"N": str(int(self.clock.wall()) + self.rejected_ttl)},
+                    },
                 )
             except StoreError:
                 failed.add(pk)
         return failed
+
+    def set_aside_windows(self, refused: Mapping[str, str], deadline: float) -> None:
+        """Rollup windows that can never be published as they are leave the queue, kept (queue
+        ROLLUP_REFUSED, with why) until the rejected records' retention ends."""
+        for pk, reason in refused.items():
+            try:
+                self._call(
+                    "update_item",
+                    deadline=deadline,
+                    TableName=self.table,
+                    Key=_key(pk, "window"),
+                    UpdateExpression="SET #q = :refused, reason = :reason, expiresAt = :expires",
+                    ExpressionAttributeNames={"#q": "queue"},
+                    ExpressionAttributeValues={
+                        ":refused": {"S": ROLLUP_REFUSED},
+                        ":reason": {"S": reason},
+                        ":expires": {"N": str(int(self.clock.wall()) + self.rejected_ttl)},
+                    },
+                )
+            except StoreError:  # tried again by the next run
+                continue
 
     # -- the drain's view ------------------------------------------------------------------
 

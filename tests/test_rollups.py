@@ -39,7 +39,7 @@ def used(n: int, user: str, at: float, **properties: Any) -> dict[str, Any]:
 @pytest.fixture
 def rolled(sandbox: Sandbox, fake_clock: FakeClock) -> FakeClock:
     configure(sandbox, rollupMap=[ROLLUP])
-    fake_clock.start_wall_at(START + 600)
+    fake_clock.start_wall_at(START + 1500)  # (the uses below happened before they arrived)
     return fake_clock
 
 
@@ -130,3 +130,32 @@ def test_an_event_is_rolled_up_or_an_activity_not_both() -> None:
     config = {"domain": "acme.gainsightcloud.com", "timelineMap": [activity], "rollupMap": [ROLLUP]}
     with pytest.raises(ConfigurationError, match="Feature Used is in timelineMap too"):
         parse_destination(json.dumps(config), "key", None)
+
+
+def test_an_event_sent_twice_in_one_batch_or_with_a_huge_number_is_counted_once(
+    sandbox: Sandbox, rolled: FakeClock
+) -> None:
+    twice = used(1, "ada", START)
+    huge = used(2, "ada", START) | {"properties": {"duration": 10**400, "feature": "f"}}
+    reply = post("/v1/batch", {"batch": [twice, twice, huge]})
+    assert reply.status == 200 and reply.outcomes == ["rolled_up"] * 3
+    rolled.advance(HOUR + 300)
+    drain_run(rolled)
+    [window] = published(sandbox)
+    # (a number DynamoDB cannot add is counted, not summed)
+    assert (window["body"]["count"], window["body"]["sums"]) == (2, {"duration": 1})
+
+
+def test_a_window_gainsight_refuses_is_set_aside_not_tried_for_ever(sandbox: Sandbox, rolled: FakeClock) -> None:
+    from devtools.gainsight_sandbox import Fault
+
+    post("/v1/batch", {"batch": [used(1, "ada", START)]})
+    rolled.advance(HOUR + 300)
+    # When Gainsight refuses the rollup's event (its contract does not accept the shape)
+    sandbox.fail(Fault(status=400, operation="event_publish"))
+    assert drain_run(rolled).rejected == 1
+    # Then the window leaves the queue: the next runs do not call Gainsight for it again
+    calls = sandbox.state.count()
+    rolled.advance(120)
+    drain_run(rolled)
+    assert sandbox.state.count() == calls and published(sandbox) == []

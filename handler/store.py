@@ -550,47 +550,39 @@ class EventStore:
         return _window(reply["Attributes"])
 
     def windows_published(self, pks: Sequence[str], deadline: float) -> set[str]:
-        """Record rollup windows as published: they leave the queue. Returns those that could not be."""
+        """Record rollup windows as published: they leave the queue, kept a while so that a late
+        event of one goes into a late rollup of it. Returns those that could not be recorded."""
+        return self._leave_queue(dict.fromkeys(pks), deadline)
+
+    def set_aside_windows(self, refused: Mapping[str, str], deadline: float) -> set[str]:
+        """Rollup windows that can never be published as they are (pk -> why) leave the queue, kept
+        under ROLLUP_REFUSED with why. Returns those that could not be (the next run tries again)."""
+        return self._leave_queue(refused, deadline)
+
+    def _leave_queue(self, windows: Mapping[str, str | None], deadline: float) -> set[str]:
         failed: set[str] = set()
-        for pk in pks:
+        for pk, reason in windows.items():
+            now = self.clock.wall()
+            values: dict[str, Any] = {":expires": {"N": str(int(now) + self.rejected_ttl)}}
+            if reason is None:
+                update = "SET publishedAt = :now, expiresAt = :expires REMOVE #q"
+                values[":now"] = {"N": f"{now:.3f}"}
+            else:
+                update = "SET #q = :refused, reason = :reason, expiresAt = :expires"
+                values |= {":refused": {"S": ROLLUP_REFUSED}, ":reason": {"S": reason}}
             try:
                 self._call(
                     "update_item",
                     deadline=deadline,
                     TableName=self.table,
                     Key=_key(pk, "window"),
-                    # Kept a while once published: a late event of it then goes into a late rollup.
-                    UpdateExpression="SET publishedAt = :now, expiresAt = :expires REMOVE #q",
+                    UpdateExpression=update,
                     ExpressionAttributeNames={"#q": "queue"},
-                    ExpressionAttributeValues={
-                        ":now": {"N": f"{self.clock.wall():.3f}"},
-                        ":expires": {"N": str(int(self.clock.wall()) + self.rejected_ttl)},
-                    },
+                    ExpressionAttributeValues=values,
                 )
             except StoreError:
                 failed.add(pk)
         return failed
-
-    def set_aside_windows(self, refused: Mapping[str, str], deadline: float) -> None:
-        """Rollup windows that can never be published as they are leave the queue, kept (queue
-        ROLLUP_REFUSED, with why) until the rejected records' retention ends."""
-        for pk, reason in refused.items():
-            try:
-                self._call(
-                    "update_item",
-                    deadline=deadline,
-                    TableName=self.table,
-                    Key=_key(pk, "window"),
-                    UpdateExpression="SET #q = :refused, reason = :reason, expiresAt = :expires",
-                    ExpressionAttributeNames={"#q": "queue"},
-                    ExpressionAttributeValues={
-                        ":refused": {"S": ROLLUP_REFUSED},
-                        ":reason": {"S": reason},
-                        ":expires": {"N": str(int(self.clock.wall()) + self.rejected_ttl)},
-                    },
-                )
-            except StoreError:  # tried again by the next run
-                continue
 
     # -- the drain's view ------------------------------------------------------------------
 

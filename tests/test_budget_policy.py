@@ -4,6 +4,7 @@ rejected. Time of day is on the injected clock."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import drain as drain_module
@@ -137,6 +138,25 @@ def test_parked_telemetry_expires_by_policy_and_state_never_does(
     assert sandbox.state.snapshot()["events"] == []
 
 
+def offer_a_day(day: FakeClock, user: Callable[[int, int], str]) -> int:
+    """A day of traffic, an hour a request and a drain run half an hour later: each hour a new
+    person's identify, every sixth hour a group event, and 15 track events of `user(n, hour)`.
+    Returns how many track events were sent."""
+    tracks = 0
+    for hour in range(24):
+        batch = [identify(f"p{hour}@example.com", message_id=f"i{hour}") | {"userId": f"u{hour}"}]
+        if hour % 6 == 0:
+            batch.append(group(f"C{hour}", email=f"p{hour}@example.com", message_id=f"g{hour}"))
+        for _ in range(15):
+            batch.append(tracked(tracks, user(tracks, hour)))
+            tracks += 1
+        post("/v1/batch", {"batch": batch})
+        day.advance(1800)
+        drain_run(day)
+        day.advance(1800)
+    return tracks
+
+
 def test_a_compressed_day_at_twice_the_daily_budget(
     sandbox: Sandbox, day: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -147,18 +167,7 @@ def test_a_compressed_day_at_twice_the_daily_budget(
     monkeypatch.setenv("QUOTA_PER_DAY", "200")
     monkeypatch.setenv("TELEMETRY_MAX_AGE_HOURS", "12")
     clear_caches()
-    tracks = 0
-    for hour in range(24):
-        batch = [identify(f"p{hour}@example.com", message_id=f"i{hour}") | {"userId": f"u{hour}"}]
-        if hour % 6 == 0:
-            batch.append(group(f"C{hour}", email=f"p{hour}@example.com", message_id=f"g{hour}"))
-        for _ in range(15):
-            batch.append(tracked(tracks, f"u{(tracks * 7) % (hour + 1)}"))
-            tracks += 1
-        post("/v1/batch", {"batch": batch})
-        day.advance(1800)
-        drain_run(day)
-        day.advance(1800)
+    tracks = offer_a_day(day, lambda n, hour: f"u{(n * 7) % (hour + 1)}")
     # Then by midnight every person and company is in Gainsight, with every link
     snapshot = sandbox.state.snapshot()
     assert {p["Email"] for p in snapshot["people"]} == {f"p{h}@example.com" for h in range(24)}
@@ -213,18 +222,7 @@ def test_a_compressed_day_at_twice_the_daily_budget_with_its_high_volume_event_r
         "to": {"eventName": "tickets_closed_hourly", "eventVersion": "1.0"},
     }
     configure(sandbox, rollupMap=[rollup])
-    tracks = 0
-    for hour in range(24):
-        batch = [identify(f"p{hour}@example.com", message_id=f"i{hour}") | {"userId": f"u{hour}"}]
-        if hour % 6 == 0:
-            batch.append(group(f"C{hour}", email=f"p{hour}@example.com", message_id=f"g{hour}"))
-        for n in range(15):  # the hour's three most active users
-            batch.append(tracked(tracks, f"u{max(0, hour - n % 3)}"))
-            tracks += 1
-        post("/v1/batch", {"batch": batch})
-        day.advance(1800)
-        drain_run(day)
-        day.advance(1800)
+    tracks = offer_a_day(day, lambda n, hour: f"u{max(0, hour - n % 3)}")  # the hour's three most active users
     day.advance(600)  # the last hour's windows close
     drain_run(day)
     # Then every person, company and link is in Gainsight, nothing waits, nothing was refused

@@ -204,3 +204,16 @@ def test_the_duplicate_bound_a_death_can_cause_is_the_default_concurrency() -> N
     default = _parser_variables()[2].concurrency
     stated = re.findall(r"`GAINSIGHT_CONCURRENCY` \((\d+)\)", EVERYWHERE)
     assert stated and {int(n) for n in stated} == {default}
+
+
+def test_the_readmes_budget_policy_states_the_stacks_defaults(template) -> None:
+    # Given the stack's defaults for the day's budget, the state reserve and the telemetry age limit
+    defaults = {name: template["Parameters"][name]["Default"] for name in
+                ("GainsightCallsPerDay", "StateReservePercent", "TelemetryMaxAgeHours")}  # fmt: skip
+    text = " ".join(README.split())
+    # Then the README's policy paragraph states those, and its rollup arithmetic holds
+    assert f"about {defaults['GainsightCallsPerDay']:,} Gainsight calls a day" in text
+    assert f"the last {defaults['StateReservePercent']} % of the day's calls" in text
+    assert f"after {defaults['TelemetryMaxAgeHours']} hours (`TelemetryMaxAgeHours`)" in text
+    assert f"more than {defaults['TelemetryMaxAgeHours']} hours of track events" in text
+    assert "1,000,000 a day at 20 a user-hour fit in 50,000 calls" in text and 1_000_000 / 20 == 50_000

@@ -363,7 +363,8 @@ class Delivery:
         # Published only once the activity is in: a failed activity parks the event unpublished,
         # and its retry (the activity then a duplicate, so delivered) publishes it once.
         publishes = {
-            index: self.executor.submit(self._publish, index, op.publish)
+            # (each on its own: an activity publish holds back no other)
+            index: self.executor.submit(self._publish, index, op.publish, threading.Event())
             for index, op in going
             if op.publish is not None and inserted[index].outcome == "delivered"
         }
@@ -409,24 +410,22 @@ class Delivery:
     def _track(self, index: int, op: EventPublish, stop: threading.Event) -> dict[int, Outcome]:
         return {index: self._publish(index, op, stop)}
 
-    def _publish(self, index: int, op: EventPublish, stop: threading.Event | None = None) -> Outcome:
+    def _publish(self, index: int, op: EventPublish, stop: threading.Event) -> Outcome:
         """One publish, in the ledger: its done record is written before its slot is given back.
         `stop`: its person's publishes, set once one fails; none of them starts after that."""
-        if stop is not None and stop.is_set():
+        if stop.is_set():
             return HELD
         if self.ledger is not None and not self.ledger.start():
-            if stop is not None:
-                stop.set()
+            stop.set()
             return UNRECORDED
         published = False
         try:
-            if stop is not None and stop.is_set():  # failed while this one waited for its slot
+            if stop.is_set():  # failed while this one waited for its slot
                 return HELD
             self.gainsight.publish_event(op.headers, op.body)
             published = True
         except GainsightError as error:
-            if stop is not None:
-                stop.set()  # before the slot is given back: no later publish of this person starts
+            stop.set()  # before the slot is given back: no later publish of this person starts
             return outcome_of(error)
         finally:
             if self.ledger is not None:

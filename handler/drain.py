@@ -33,7 +33,7 @@ from mapping import Operation
 from observability import logger, metrics
 from record import Record
 from settings import Settings, settings
-from store import DONE, DRAIN_PAGE, REJECTED, STATE_KINDS, QueueState, Settled, Stored, StoreError
+from store import DONE, DRAIN_PAGE, REJECTED, QueueState, Settled, Stored, StoreError
 
 
 @dataclass
@@ -188,7 +188,7 @@ def _publish_rollups(run: _Run) -> None:
     if not windows:
         return
     records = [
-        Record(n, window, window["pk"], f"{int(window['windowEnd'] * 1e9):020d}", "track", (window["entity"],))
+        Record(n, window, window["pk"], record.seq_before(window["windowEnd"]), "track", (window["entity"],))
         for n, window in enumerate(windows)
     ]
     delivered_by = run.deadline - PARKING_RESERVE_SECONDS
@@ -405,14 +405,14 @@ def _settler(
 
 
 def _watch_state(
-    settled: list[Settled], run: _Run, keys: Mapping[str, str], written: Sequence[Record] = ()
+    settled: list[Settled], run: _Run, keys: Mapping[str, str], written: Sequence[Record]
 ) -> list[Settled]:
     """Before identify or group events are settled: those rejected turn the watch on, and while it
     is on those delivered leave watermarks, so that a replay can tell what a later delivered event
     superseded. What cannot be written keeps its whole lane (`keys`: event id -> lane) parked,
     due now: the next run applies it again, in order."""
     store = run.parts.store
-    rejected = [s.stored.record for s in settled if s.state == REJECTED and s.stored.record.kind in STATE_KINDS]
+    rejected = [s.stored.record for s in settled if s.state == REJECTED and s.stored.record.state]
     held: set[str] = set()
     try:
         store.watch_state(rejected, run.deadline)

@@ -37,8 +37,6 @@ MAX_WRITE_RECORDS = 50
 # Timeline activities per single-insert call: the number Gainsight accepts is not documented; the
 # sandbox refuses more than this (see README, Timeline activities).
 MAX_ACTIVITY_RECORDS = 25
-# How an insert whose ExternalId exists already is refused: undocumented; the sandbox's code. The
-# activity is there, so such a refusal counts as delivered.
 MAX_QUERY_ROWS = 5000
 
 _pool_lock = threading.Lock()
@@ -351,11 +349,12 @@ class Gainsight:
         headers: Mapping[str, str] | None = None,
         absent_ok: bool = False,
     ) -> Mapping[str, Any]:
-        least = self._admit(telemetry=operation in TELEMETRY_OPERATIONS)  # not made: not a call, nor logged
+        telemetry = operation in TELEMETRY_OPERATIONS
+        least = self._admit(telemetry=telemetry)  # not made: not a call, nor logged
         started = self.clock.monotonic()
         throttled, auth_rejected = 0, False
         try:
-            response = self._send(operation, method, path, body, headers, least=least)
+            response = self._send(operation, method, path, body, headers, least=least, telemetry=telemetry)
             history = response.retries.history if response.retries else ()
             throttled = sum(1 for attempt in history if attempt.status == 429) + (response.status == 429)
             reply = _json(response.data)
@@ -395,7 +394,15 @@ class Gainsight:
         return least
 
     def _send(
-        self, operation: str, method: str, path: str, body: Any, headers: Mapping[str, str] | None, *, least: float
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        body: Any,
+        headers: Mapping[str, str] | None,
+        *,
+        least: float,
+        telemetry: bool,
     ) -> urllib3.BaseHTTPResponse:
         retries = DeadlineRetry(
             total=self.max_retries,
@@ -417,7 +424,7 @@ class Gainsight:
             least=least,
             clock=self.clock,
             quota=self.quota,
-            telemetry=operation in TELEMETRY_OPERATIONS,
+            telemetry=telemetry,
         )
         request_headers = {"Content-Type": "application/json", **(headers or {})}
         if "Accesskey" not in request_headers and operation != "event_publish":

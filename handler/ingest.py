@@ -32,7 +32,7 @@ from quota import CHUNK, Budget, SharedQuota, Usage, forecast
 from quota import KEY as QUOTA_KEY
 from record import Record
 from settings import Settings, settings
-from store import DONE, REJECTED, ROLLED, STATE_KINDS, STATE_WATCH, EventStore, Seen, Settled, StoreError
+from store import DONE, REJECTED, ROLLED, STATE_WATCH, EventStore, Seen, Settled, StoreError
 
 KNOWN_TYPES = frozenset({"identify", "group", "track", "page", "screen", "alias"})
 SAFETY_MARGIN_SECONDS = 1.0  # of the Lambda's remaining time, left to answer
@@ -230,10 +230,9 @@ def count_rollups(fresh: Sequence[Record], config: Settings, store: EventStore, 
     instead of being delivered: `rolled_up` once counted durably, `failed` (the sender retries) when
     they could not be, `rejected` when the rollup cannot name their user or company. Returns their
     outcomes (the other records have none)."""
-    try:
-        destination = parameters_store.destination(config)
-    except ConfigurationError:
-        return {}  # delivered as usual: they wait for the configuration with the rest
+    destination = _destination_if_known(config)
+    if destination is None or not destination.rollups:
+        return {}  # (unreadable: delivered as usual, they wait for the configuration with the rest)
     counts: list[tuple[Record, rollup.Count]] = []
     outcomes: dict[int, Outcome] = {}
     for r in fresh:
@@ -315,7 +314,7 @@ def _record(
     ]
     # Before any of them is recorded as done: a function that dies in between leaves them
     # unrecorded, and the sender's resend applies and notes them.
-    if watching or any(r.kind in STATE_KINDS for r, _, _ in kept):
+    if watching or any(r.state for r, _, _ in kept):
         waiting_links = [r for r in fresh if r.index in written and outcomes[r.index].outcome != "delivered"]
         # Delivered all the same if they cannot be noted (logged); a replay of an older rejected
         # event of theirs may then apply it again over them.
@@ -352,7 +351,7 @@ def note_for_replays(
     """While identify or group events are kept as rejected, the delivered ones (and the group
     events whose company was written while the person's link waits) leave watermarks, so a replay
     can tell what they superseded. Returns those that could not be noted (logged), with why."""
-    state = [r for r in delivered if r.kind in STATE_KINDS] + list(written)
+    state = [r for r in delivered if r.state] + list(written)
     unnoted = store.note_state(state, deadline) if state else {}
     if unnoted:
         logger.error(

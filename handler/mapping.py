@@ -118,7 +118,7 @@ def event_type(event: Mapping[str, Any]) -> str:
     return value.strip().lower() if isinstance(value, str) else ""
 
 
-def _object(value: Any) -> Mapping[str, Any]:
+def object_of(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
@@ -177,8 +177,8 @@ def person_upsert(event: Mapping[str, Any], destination: Destination) -> PersonU
     Raises:
         EventRejected: without an email, or with a field of the wrong type.
     """
-    context = _object(event.get("context"))
-    sources = (_object(event.get("traits")), _object(context.get("traits")))
+    context = object_of(event.get("context"))
+    sources = (object_of(event.get("traits")), object_of(context.get("traits")))
     email = _email(_first(sources, ("email",)), "email is required for identify")
     fields: dict[str, Any] = {}
     for field_name, trait_names in PERSON_FIELDS:
@@ -198,7 +198,7 @@ def person_upsert(event: Mapping[str, Any], destination: Destination) -> PersonU
     return PersonUpsert(email=email, fields=fields)
 
 
-def _key_text(value: Any) -> str | None:
+def key_text(value: Any) -> str | None:
     """A key value as text; None when missing, empty or not a scalar."""
     if isinstance(value, str | int | float) and not isinstance(value, bool) and str(value).strip():
         return str(value).strip()
@@ -208,8 +208,8 @@ def _key_text(value: Any) -> str | None:
 def company_key_value(event: Mapping[str, Any], key: CompanyKey) -> str | None:
     """The value of a group event's company key: its groupId or the configured trait (the name by default)."""
     if key.trait is None:
-        return _key_text(event.get("groupId"))
-    return _key_text(_object(event.get("traits")).get(key.trait))
+        return key_text(event.get("groupId"))
+    return key_text(object_of(event.get("traits")).get(key.trait))
 
 
 def company_of(event: Mapping[str, Any], destination: Destination | None = None) -> str | None:
@@ -233,7 +233,7 @@ def company_upsert(event: Mapping[str, Any], destination: Destination) -> Compan
         EventRejected: without a company name, company key value or user email, or with a field of
             the wrong type.
     """
-    traits = _object(event.get("traits"))
+    traits = object_of(event.get("traits"))
     name = traits.get("name")
     if name is None or (isinstance(name, str) and not name.strip()):
         raise EventRejected("company name is required for group")
@@ -246,7 +246,7 @@ def company_upsert(event: Mapping[str, Any], destination: Destination) -> Compan
             f"company key {company_key.field} is required for group (from {company_key.source})",
             code="no_company_key",
         )
-    context_traits = _object(_object(event.get("context")).get("traits"))
+    context_traits = object_of(object_of(event.get("context")).get("traits"))
     email = _email(context_traits.get("email"), "user email is required for group")
     fields: dict[str, Any] = {}
     for field_name, trait in COMPANY_FIELDS:
@@ -268,7 +268,7 @@ def company_upsert(event: Mapping[str, Any], destination: Destination) -> Compan
 
 
 def _contract_id(event: Mapping[str, Any], destination: Destination) -> str | None:
-    external_ids = _object(event.get("context")).get("externalId")
+    external_ids = object_of(event.get("context")).get("externalId")
     if isinstance(external_ids, list):
         for entry in external_ids:
             if isinstance(entry, dict) and entry.get("type") == CONTRACT_ID_TYPE and entry.get("id") not in (None, ""):
@@ -339,7 +339,7 @@ def event_publish(event: Mapping[str, Any], destination: Destination) -> EventPu
     headers = events_framework_headers(
         destination, destination.event_names[key], destination.event_versions[key], _contract_id(event, destination)
     )
-    body = {key: value for key, value in _object(event.get("properties")).items() if value is not None}
+    body = {key: value for key, value in object_of(event.get("properties")).items() if value is not None}
     return EventPublish(headers=headers, body=body, event_id=event_id(event))
 
 
@@ -347,14 +347,14 @@ def activity_company(event: Mapping[str, Any], activity: TimelineActivity) -> st
     """The company key value of a track event that becomes an activity: the configured property,
     else `context.groupId`."""
     if activity.company_property is not None:
-        return _key_text(_object(event.get("properties")).get(activity.company_property))
-    return _key_text(_object(event.get("context")).get("groupId"))
+        return key_text(object_of(event.get("properties")).get(activity.company_property))
+    return key_text(object_of(event.get("context")).get("groupId"))
 
 
 def render(template: str, event: Mapping[str, Any]) -> str:
     """Replace each {{name}} with the event's property `name`, else its context.traits `name`;
     missing or null is empty, objects and lists are JSON, booleans true/false."""
-    sources = (_object(event.get("properties")), _object(_object(event.get("context")).get("traits")))
+    sources = (object_of(event.get("properties")), object_of(object_of(event.get("context")).get("traits")))
 
     def value(match: re.Match[str]) -> str:
         found = _first(sources, (match.group(1),))
@@ -369,6 +369,19 @@ def render(template: str, event: Mapping[str, Any]) -> str:
     return _PLACEHOLDER.sub(value, template)
 
 
+def event_moment(event: Mapping[str, Any]) -> datetime | None:
+    """The event's timestamp, else originalTimestamp (UTC when it names no zone); None when it has
+    neither or it is not an ISO 8601 date."""
+    value = event.get("timestamp") or event.get("originalTimestamp")
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def activity_date(event: Mapping[str, Any]) -> str:
     """The event's timestamp (else originalTimestamp) as ISO 8601 with an offset (UTC when it has none).
 
@@ -378,12 +391,9 @@ def activity_date(event: Mapping[str, Any]) -> str:
     value = event.get("timestamp") or event.get("originalTimestamp")
     if not isinstance(value, str) or not value.strip():
         raise EventRejected("timestamp is required for a Timeline activity", code="no_timestamp")
-    try:
-        moment = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise EventRejected(f"timestamp {value[:40]!r} is not an ISO 8601 date", code="no_timestamp") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+    moment = event_moment(event)
+    if moment is None:
+        raise EventRejected(f"timestamp {value[:40]!r} is not an ISO 8601 date", code="no_timestamp")
     return moment.isoformat(timespec="milliseconds")
 
 

@@ -71,8 +71,8 @@ def entities_of(
     it writes to (a group event's, or a Timeline activity's), by the destination's company key (the
     name without one). Events sharing any of them are kept in the order they were accepted."""
     kind = mapping.event_type(event)
-    context_traits = _object(_object(event.get("context")).get("traits"))
-    sources = (context_traits,) if kind == "group" else (_object(event.get("traits")), context_traits)
+    context_traits = mapping.object_of(mapping.object_of(event.get("context")).get("traits"))
+    sources = (context_traits,) if kind == "group" else (mapping.object_of(event.get("traits")), context_traits)
     found: list[str] = []
     email = next((s.get("email") for s in sources if isinstance(s.get("email"), str) and s["email"].strip()), None)
     if email is not None:
@@ -129,23 +129,18 @@ def components(records: Sequence[Record], *, companies: bool = False) -> dict[in
     return {r.index: find(keys(r)[0]) for r in records}
 
 
-def held_behind(records: Iterable[Record], blocked: set[str], blocked_state: set[str] | None = None) -> set[int]:
+def held_behind(records: Iterable[Record], blocked: set[str], blocked_state: set[str]) -> set[int]:
     """Records (taken in order) that must wait: telemetry behind any waiting event of one of its
-    entities (`blocked`), state events only behind waiting state events (`blocked_state`; None: the
-    same as `blocked`). Both grow with the entities of every record found waiting."""
-    state_blocked = set(blocked) if blocked_state is None else blocked_state
+    entities (`blocked`), state events only behind waiting state events (`blocked_state`). Both
+    grow with the entities of every record found waiting."""
     waiting: set[int] = set()
     for record in records:
-        if (state_blocked if record.state else blocked).intersection(record.entities):
+        if (blocked_state if record.state else blocked).intersection(record.entities):
             waiting.add(record.index)
             blocked.update(record.entities)
             if record.state:
-                state_blocked.update(record.entities)
+                blocked_state.update(record.entities)
     return waiting
-
-
-def _object(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def _content_id(event: Any) -> str:

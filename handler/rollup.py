@@ -64,7 +64,7 @@ def count_of(event: Mapping[str, Any], rollup: Rollup, arrival: float) -> Count:
     entity, identity = _entity(event, rollup)
     at = _time(event, arrival)
     start = int(at // rollup.window_seconds * rollup.window_seconds)
-    properties = mapping._object(event.get("properties"))
+    properties = mapping.object_of(event.get("properties"))
     sums = {p: float(properties[p]) for p in rollup.sums if _number(properties.get(p))}
     distinct = {p: str(properties[p])[:VALUE_LENGTH] for p in rollup.distinct if _value(properties.get(p))}
     return Count(
@@ -89,7 +89,7 @@ def published(window: Mapping[str, Any], rollup: Rollup, destination: Destinatio
     """
     headers = mapping.events_framework_headers(destination, rollup.event_name, rollup.event_version)
     distinct = {name: sorted(values) for name, values in window["distinct"].items()}
-    generation = int(window["generation"])
+    generation = window["generation"]
     body = {
         "rollupOf": window["name"],
         "rollupId": f"{window['key']}#{generation}",
@@ -97,7 +97,7 @@ def published(window: Mapping[str, Any], rollup: Rollup, destination: Destinatio
         **window["identity"],
         "windowStart": _iso(window["windowStart"]),
         "windowEnd": _iso(window["windowEnd"]),
-        "count": int(window["count"]),
+        "count": window["count"],
         "firstTimestamp": _iso(window["firstAt"]),
         "lastTimestamp": _iso(window["lastAt"]),
         "sums": {name: _plain(total) for name, total in window["sums"].items()},
@@ -109,17 +109,17 @@ def published(window: Mapping[str, Any], rollup: Rollup, destination: Destinatio
 
 def _entity(event: Mapping[str, Any], rollup: Rollup) -> tuple[str, dict[str, str]]:
     if rollup.by == "company":
-        context = mapping._object(event.get("context"))
-        company = mapping._key_text(context.get("groupId")) or mapping._key_text(event.get("groupId"))
+        context = mapping.object_of(event.get("context"))
+        company = mapping.key_text(context.get("groupId")) or mapping.key_text(event.get("groupId"))
         if company is None:
             raise EventRejected("a rollup by company needs the event's context.groupId", code="no_rollup_entity")
         return f"company:{company}", {"groupId": company}
     identity: dict[str, str] = {}
     for key in ("userId", "anonymousId"):
-        value = mapping._key_text(event.get(key))
+        value = mapping.key_text(event.get(key))
         if value is not None:
             identity[key] = value
-    traits = mapping._object(mapping._object(event.get("context")).get("traits"))
+    traits = mapping.object_of(mapping.object_of(event.get("context")).get("traits"))
     email = traits.get("email")
     if isinstance(email, str) and email.strip():
         identity["email"] = email.strip()
@@ -137,14 +137,8 @@ def _entity(event: Mapping[str, Any], rollup: Rollup) -> tuple[str, dict[str, st
 def _time(event: Mapping[str, Any], arrival: float) -> float:
     """The event's timestamp (UTC when it names no zone), else originalTimestamp; its arrival when
     it has neither, or one that is not a date or is later than its arrival (a wrong clock)."""
-    value = event.get("timestamp") or event.get("originalTimestamp")
-    if not isinstance(value, str):
-        return arrival
-    try:
-        moment = datetime.fromisoformat(value.strip())
-    except ValueError:
-        return arrival
-    at = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    moment = mapping.event_moment(event)
+    at = moment.timestamp() if moment is not None else arrival
     return at if at <= arrival + FUTURE_TOLERANCE_SECONDS else arrival
 
 

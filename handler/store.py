@@ -43,7 +43,7 @@ from clock import REAL_CLOCK, Clock
 
 from errors import DestinationError
 from mapping import email_key
-from record import STATE_KINDS, Record, digest, lane_keys
+from record import Record, arrival, digest, lane_keys, seq_before
 from rollup import Count
 
 PARKED, DONE, REJECTED = "parked", "done", "rejected"
@@ -303,7 +303,7 @@ class EventStore:
         Raises:
             StoreError: when it cannot be written (the rejection must then not be kept).
         """
-        if not any(r.kind in STATE_KINDS for r in rejected):
+        if not any(r.state for r in rejected):
             return
         until = str(int(self.clock.wall()) + self.rejected_ttl)
         item = STATE_WATCH | {"until": {"N": until}, "expiresAt": {"N": until}}
@@ -431,7 +431,7 @@ class EventStore:
                 return {}
             except Exception as error:
                 code = _error_code(error)
-                reasons = [r.get("Code") or "None" for r in _cancellation_reasons(error)]
+                reasons = _cancellation_reasons(error)
                 if code == "TransactionCanceledException" and "ConditionalCheckFailed" in reasons:
                     # Counted already (a resend): dropped. A closed window: its next generation.
                     counted = {
@@ -475,7 +475,7 @@ class EventStore:
         values: dict[str, Any] = {
             ":n": {"N": str(len(counts))},
             ":queue": {"S": ROLLUP_QUEUE},
-            ":seq": {"S": f"{int(first.closes_at * 1e9):020d}"},
+            ":seq": {"S": seq_before(first.closes_at)},
             ":name": {"S": first.name},
             ":key": {"S": first.key},
             ":generation": {"N": str(generation)},
@@ -528,7 +528,7 @@ class EventStore:
             ProjectionExpression="pk, seq",
             Limit=limit,
         )
-        return [(item["pk"]["S"], int(item["seq"]["S"]) / 1e9) for item in reply.get("Items", [])]
+        return [(item["pk"]["S"], arrival(item["seq"]["S"])) for item in reply.get("Items", [])]
 
     def close_window(self, pk: str, deadline: float) -> dict[str, Any]:
         """Close a rollup window (nothing more is counted into it: later events of it go to its next
@@ -937,7 +937,7 @@ class EventStore:
             except Exception as error:
                 code = _error_code(error)
                 if code == "TransactionCanceledException":
-                    reasons = [r.get("Code") or "None" for r in _cancellation_reasons(error)]
+                    reasons = _cancellation_reasons(error)
                     refused = _refused_records(pending, reasons)
                     if refused:
                         pending = [p for n, p in enumerate(pending) if n not in refused]
@@ -1182,9 +1182,10 @@ def _error_code(error: Exception) -> str:
     return type(error).__name__
 
 
-def _cancellation_reasons(error: Exception) -> list[dict[str, Any]]:
+def _cancellation_reasons(error: Exception) -> list[str]:
+    """Why DynamoDB cancelled a transaction: one code per action, in order ("None" for those it did not refuse)."""
     response = getattr(error, "response", None) or {}
-    return list(response.get("CancellationReasons") or [])
+    return [reason.get("Code") or "None" for reason in response.get("CancellationReasons") or []]
 
 
 def _chunks(changes: list[Change]) -> list[list[Change]]:

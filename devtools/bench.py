@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from devtools.gainsight_sandbox import Sandbox
@@ -403,13 +403,19 @@ def call_rows(row: Any, calls: dict[str, Any], sandbox: Sandbox, args: argparse.
 
 
 ROLLUP_USERS, ROLLUP_PER_USER = 25, 40  # 40 uses an hour by each of 25 users: 1,000 events
-DAY_OF_EVENTS, DAY_OF_CALLS = 1_000_000, 50_000
+DAY_OF_EVENTS = 1_000_000
+
+
+def day_budget() -> int:
+    """The default day's budget (GainsightCallsPerDay), as the settings parser reads it."""
+    use_handler_path()
+    from settings import parse_settings
+
+    return parse_settings(LOCAL_ENV | {"EVENT_TABLE": "bench"}).quota_per_day
 
 
 def rollup_run(sandbox: Sandbox) -> dict[str, Any]:
     """One event name rolled up hourly per user (rollupMap): the track events one Gainsight call carries."""
-    from datetime import UTC, datetime
-
     rollup = {
         "eventName": "Feature Used",
         "window": "1h",
@@ -511,7 +517,7 @@ def main() -> int:
             f"one name rolled up hourly per user: {rolled['events']} events of {ROLLUP_USERS} users in one hour, "
             f"{rolled['calls']} calls, {rolled['counted']} counted in what they published; outcomes "
             f"{json.dumps(rolled['outcomes'])}; target >= 20; so {DAY_OF_EVENTS:,} such events a day take "
-            f"{DAY_OF_EVENTS / per_call:,.0f} calls (budget {DAY_OF_CALLS:,})")  # fmt: skip
+            f"{DAY_OF_EVENTS / per_call:,.0f} calls (budget {day_budget():,})")  # fmt: skip
     worst = worst_case_run()
     row(f"worst case: {worst['events']}-event batch, Gainsight hanging", f"{worst['modelled']:.1f} s",
         f"delivery budget spent + {worst['aws_seconds']:.2f} s of AWS calls {worst['calls']} at DynamoDB latencies "

@@ -401,12 +401,18 @@ def _activity_error(
     return None, {"GsCompanyId": match["Gsid"], "AuthorId": user}
 
 
-def insert_activities(state: SandboxState, body: Any) -> dict[str, Any]:
+def _activity_records(body: Any) -> list[Any]:
+    """The records of a Timeline call, or why the call is refused as a whole."""
     records = body.get("records") if isinstance(body, dict) else None
     if not isinstance(records, list) or not records:
         raise Refused(400, "GSTL_1001", "records are required")
     if len(records) > MAX_ACTIVITY_RECORDS:
         raise Refused(400, "GSTL_1010", f"at most {MAX_ACTIVITY_RECORDS} records per call")
+    return records
+
+
+def insert_activities(state: SandboxState, body: Any) -> dict[str, Any]:
+    records = _activity_records(body)
     company = _lookup(body.get("lookups"), "GsCompanyId", "Company")
     author = _lookup(body.get("lookups"), "AuthorId", "GsUser")
     ids = [str(r.get("ExternalId")) for r in records if isinstance(r, dict)]
@@ -431,11 +437,7 @@ def update_activities(state: SandboxState, body: Any, query: str) -> dict[str, A
     GSTL_1012 when there is none with that ExternalId."""
     if parse_qs(query).get("identifier") != ["externalid"]:
         raise Refused(400, "GSTL_1001", "identifier=externalid is required")
-    records = body.get("records") if isinstance(body, dict) else None
-    if not isinstance(records, list) or not records:
-        raise Refused(400, "GSTL_1001", "records are required")
-    if len(records) > MAX_ACTIVITY_RECORDS:
-        raise Refused(400, "GSTL_1010", f"at most {MAX_ACTIVITY_RECORDS} records per call")
+    records = _activity_records(body)
     results = []
     for record in records:
         external = str(record.get("ExternalId")) if isinstance(record, dict) else None

@@ -75,6 +75,13 @@ def dynamodb_requests(*clients: Any) -> list[str]:
     return names
 
 
+def drain_on(fake: FakeClock) -> Any:
+    """One drain run as the schedule makes it, on the test's clock: its DrainReport."""
+    import drain
+
+    return drain.drain(60.0, clock=fake.clock)
+
+
 def stored(state: str = "parked") -> list[Any]:
     """The event store's parked (or rejected) records, oldest first."""
     import boto3

@@ -7,13 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import drain as drain_module
 import pytest
 
 from devtools.gainsight_sandbox import Fault, Sandbox
 from observability import metrics
 from tests.conftest import clear_caches
-from tests.helpers import FakeClock, configure, group, identify, post, stored, track
+from tests.helpers import FakeClock, configure, drain_on, group, identify, post, stored, track
 
 DAY = 86400.0
 MIDNIGHT = 1_796_688_000.0  # 2026-12-08T00:00:00Z
@@ -21,11 +20,6 @@ MIDNIGHT = 1_796_688_000.0  # 2026-12-08T00:00:00Z
 
 def tracked(n: int, user: str = "u1") -> dict[str, Any]:
     return track(message_id=f"t-{user}-{n}", n=n) | {"userId": user}
-
-
-def drain_run(fake: FakeClock) -> drain_module.DrainReport:
-    """One drain run as the schedule makes it, on the test's clock."""
-    return drain_module.drain(60.0, clock=fake.clock)
 
 
 @pytest.fixture
@@ -38,7 +32,8 @@ def day(fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     return fake_clock
 
 
-def test_an_identify_never_waits_behind_the_same_persons_parked_track(sandbox: Sandbox, fake_clock: FakeClock) -> None:
+@pytest.mark.usefixtures("fake_clock")  # (request budgets on the injected clock)
+def test_an_identify_never_waits_behind_the_same_persons_parked_track(sandbox: Sandbox) -> None:
     # Given a track event of Ada's parked (Gainsight refused its publish)
     sandbox.fail(Fault(status=503, operation="event_publish", times=4))
     assert post("/v1/batch", {"batch": [tracked(1)]}).outcomes == ["deferred"]
@@ -51,7 +46,8 @@ def test_an_identify_never_waits_behind_the_same_persons_parked_track(sandbox: S
     assert [s.record.event_id for s in stored()] == ["t-u1-1", "t-u1-2"]
 
 
-def test_a_track_still_waits_behind_its_persons_parked_identify(sandbox: Sandbox, fake_clock: FakeClock) -> None:
+@pytest.mark.usefixtures("fake_clock")  # (request budgets on the injected clock)
+def test_a_track_still_waits_behind_its_persons_parked_identify(sandbox: Sandbox) -> None:
     # Given Ada's identify parked (Gainsight failed the person write)
     sandbox.fail(Fault(status=503, operation="person_upsert", times=4))
     assert post("/v1/batch", {"batch": [identify(message_id="i1")]}).outcomes == ["deferred"]
@@ -75,7 +71,7 @@ def test_the_drain_delivers_state_before_older_telemetry(
     monkeypatch.setenv("DRAIN_BUDGET_SECONDS", "5")
     clear_caches()
     day.advance(120)
-    report = drain_run(day)
+    report = drain_on(day)
     # Then that call writes Ada's person; her older track events wait
     assert report.delivered == 1
     [ada] = sandbox.state.snapshot()["people"]
@@ -97,7 +93,7 @@ def test_telemetry_leaves_the_days_reserve_to_people_and_companies(sandbox: Sand
     assert people.outcomes == ["delivered"] * 15
     # And a drain run leaves the waiting telemetry parked, still without an attempt
     day.advance(120)
-    report = drain_run(day)
+    report = drain_on(day)
     assert report.delivered == 0 and len(sandbox.state.snapshot()["events"]) == 80
     assert {(s.code, s.attempts) for s in stored()} == {("budget_reserve", 0)}
 
@@ -107,7 +103,7 @@ def test_the_reserve_shrinks_to_nothing_by_midnight(sandbox: Sandbox, day: FakeC
     assert post("/v1/batch", {"batch": [tracked(n, f"u{n}") for n in range(90)]}).outcomes.count("delivered") == 80
     # When the drain runs at 18:00 UTC (a quarter of the day left: 5 of the 20 kept)
     day.advance(18 * 3600)
-    report = drain_run(day)
+    report = drain_on(day)
     # Then 15 of the day's calls are free again for telemetry: the 10 waiting are published
     assert report.delivered == 10 and stored() == []
 
@@ -127,7 +123,7 @@ def test_parked_telemetry_expires_by_policy_and_state_never_does(
     # When the drain first runs after TelemetryMaxAgeHours, Gainsight still failing
     day.advance(3601)
     metrics.clear_metrics()
-    drain_run(day)
+    drain_on(day)
     # Then the track events are kept as rejected, expired, and counted; the identify is still parked
     rejected = {s.record.event_id: s for s in stored("rejected")}
     assert set(rejected) == {"t-u1-1", "t-u1-2"}
@@ -152,7 +148,7 @@ def offer_a_day(day: FakeClock, user: Callable[[int, int], str]) -> int:
             tracks += 1
         post("/v1/batch", {"batch": batch})
         day.advance(1800)
-        drain_run(day)
+        drain_on(day)
         day.advance(1800)
     return tracks
 
@@ -190,7 +186,7 @@ def test_a_compressed_day_at_twice_the_daily_budget(
     calls_before = sandbox.state.count()
     for _ in range(24):
         day.advance(3600)
-        drain_run(day)
+        drain_on(day)
     # Then what had not expired is delivered within the new day's budget, or expires in turn
     assert stored() == [] and sandbox.state.count() - calls_before <= 200
     assert len(_published(sandbox)) > len(published)
@@ -224,7 +220,7 @@ def test_a_compressed_day_at_twice_the_daily_budget_with_its_high_volume_event_r
     configure(sandbox, rollupMap=[rollup])
     tracks = offer_a_day(day, lambda n, hour: f"u{max(0, hour - n % 3)}")  # the hour's three most active users
     day.advance(600)  # the last hour's windows close
-    drain_run(day)
+    drain_on(day)
     # Then every person, company and link is in Gainsight, nothing waits, nothing was refused
     snapshot = sandbox.state.snapshot()
     assert len(snapshot["people"]) == 24 and len(snapshot["companies"]) == 4

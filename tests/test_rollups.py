@@ -8,13 +8,12 @@ import json
 import re
 from typing import Any
 
-import drain as drain_module
 import pytest
 
 from config import parse_destination
 from devtools.gainsight_sandbox import Sandbox
 from errors import ConfigurationError
-from tests.helpers import FakeClock, configure, post, stored, track
+from tests.helpers import FakeClock, configure, drain_on, post, stored, track
 
 HOUR = 3600.0
 START = 1_796_691_600.0  # 2026-12-08T01:00:00Z: the start of an hourly window
@@ -43,10 +42,6 @@ def rolled(sandbox: Sandbox, fake_clock: FakeClock) -> FakeClock:
     return fake_clock
 
 
-def drain_run(fake: FakeClock) -> drain_module.DrainReport:
-    return drain_module.drain(60.0, clock=fake.clock)
-
-
 def published(sandbox: Sandbox) -> list[dict[str, Any]]:
     return [e for e in sandbox.state.snapshot()["events"] if e["eventName"] == "feature_usage_hourly"]
 
@@ -63,7 +58,7 @@ def test_many_events_of_a_user_are_one_call_per_window_each_counted_once(sandbox
     assert sandbox.state.count() == 0 and stored() == []
     # When the drain runs after the window has closed (and its settle time passed)
     rolled.advance(HOUR + 300)
-    report = drain_run(rolled)
+    report = drain_on(rolled)
     # Then one event per user carries the window's count, sums, distinct values and identity
     assert report.rollups == 2 and sandbox.state.count() == 2
     windows = {e["body"]["userId"]: e["body"] for e in published(sandbox)}
@@ -82,7 +77,7 @@ def test_many_events_of_a_user_are_one_call_per_window_each_counted_once(sandbox
     assert windows["grace"]["count"] == 10
     # And the next runs publish nothing more: each window once
     rolled.advance(120)
-    assert drain_run(rolled).rollups == 0 and len(published(sandbox)) == 2
+    assert drain_on(rolled).rollups == 0 and len(published(sandbox)) == 2
 
 
 def test_events_arriving_after_their_window_was_published_go_into_a_late_rollup(
@@ -90,13 +85,13 @@ def test_events_arriving_after_their_window_was_published_go_into_a_late_rollup(
 ) -> None:
     post("/v1/batch", {"batch": [used(n, "ada", START + n) for n in range(3)]})
     rolled.advance(HOUR + 300)
-    assert drain_run(rolled).rollups == 1
+    assert drain_on(rolled).rollups == 1
     # When two more of that window arrive late (a mobile SDK back online), one of them twice
     late = [used(10, "ada", START + 30), used(11, "ada", START + 40)]
     assert post("/v1/batch", {"batch": late}).outcomes == ["rolled_up"] * 2
     assert post("/v1/batch", {"batch": late[:1]}).outcomes == ["rolled_up"]
     rolled.advance(HOUR + 300)
-    drain_run(rolled)
+    drain_on(rolled)
     # Then they are published once more, as a late rollup of the window: nothing counted twice
     counts = sorted((e["body"]["late"], e["body"]["count"]) for e in published(sandbox))
     assert counts == [(False, 3), (True, 2)]
@@ -140,7 +135,7 @@ def test_an_event_sent_twice_in_one_batch_or_with_a_huge_number_is_counted_once(
     reply = post("/v1/batch", {"batch": [twice, twice, huge]})
     assert reply.status == 200 and reply.outcomes == ["rolled_up"] * 3
     rolled.advance(HOUR + 300)
-    drain_run(rolled)
+    drain_on(rolled)
     [window] = published(sandbox)
     # (a number DynamoDB cannot add is counted, not summed)
     assert (window["body"]["count"], window["body"]["sums"]) == (2, {"duration": 1})
@@ -153,9 +148,9 @@ def test_a_window_gainsight_refuses_is_set_aside_not_tried_for_ever(sandbox: San
     rolled.advance(HOUR + 300)
     # When Gainsight refuses the rollup's event (its contract does not accept the shape)
     sandbox.fail(Fault(status=400, operation="event_publish"))
-    assert drain_run(rolled).rejected == 1
+    assert drain_on(rolled).rejected == 1
     # Then the window leaves the queue: the next runs do not call Gainsight for it again
     calls = sandbox.state.count()
     rolled.advance(120)
-    drain_run(rolled)
+    drain_on(rolled)
     assert sandbox.state.count() == calls and published(sandbox) == []
